@@ -8,7 +8,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["cache_dir", "repo_root", "atomic_path"]
+__all__ = ["cache_dir", "data_dir", "repo_root", "atomic_path"]
 
 
 def cache_dir(sub: str = "") -> Path:
@@ -42,3 +42,10 @@ def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         os.replace(tmp_path, target)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def data_dir() -> Path:
+    """Root of real datasets: ``$SSL_LIB_DATA`` or ``<cache>/data``."""
+    root = Path(os.environ.get("SSL_LIB_DATA") or cache_dir("data"))
+    root.mkdir(parents=True, exist_ok=True)
+    return root
