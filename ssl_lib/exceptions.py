@@ -18,6 +18,10 @@ __all__ = [
 class SSLLibError(ValueError):
     """Base class for errors caused by user input (names, files, parameters)."""
 
+    def _render_traceback_(self) -> list[str]:
+        """IPython/Jupyter hook: show the message as one line, not a traceback."""
+        return [f"{type(self).__name__}: {self}"]
+
 
 class UnknownNameError(SSLLibError, KeyError):
     """A model, dataset, protocol or solver name that no registry knows."""

@@ -1,0 +1,56 @@
+# The study's entry points. Every target sets itself up: a virtualenv with everything from
+# pyproject.toml (nothing by hand). STUDY picks the study file: `make book STUDY=params/paper.yaml`.
+SHELL := /bin/bash
+.DELETE_ON_ERROR:
+.PHONY: setup book run-study notebooks test bench models clean
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+STUDY ?= params/mini.yaml
+NOTEBOOK_SRC := $(wildcard notebooks/*.py)
+NOTEBOOKS := $(NOTEBOOK_SRC:.py=.ipynb)
+MATHJAX := book/_vendor/mathjax/tex-chtml.js
+MATHJAX_VERSION := 3.2.2
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[book,test]'
+	touch $@
+
+# jupytext sources are the truth; --update keeps cell ids, so regenerating is byte-stable.
+notebooks/%.ipynb: notebooks/%.py | $(STAMP)
+	$(VENV)/bin/jupytext --to ipynb --update -q -o $@ $<
+
+notebooks: $(NOTEBOOKS)
+
+# MathJax served from the book itself: the HTML renders with no network at all.
+$(MATHJAX):
+	rm -rf book/_vendor/mathjax && mkdir -p book/_vendor/mathjax
+	tmp=$$(mktemp -d) && cd $$tmp && npm pack --silent mathjax@$(MATHJAX_VERSION) >/dev/null && \
+	tar -xzf mathjax-$(MATHJAX_VERSION).tgz --strip-components=2 -C $(CURDIR)/book/_vendor/mathjax \
+	  package/es5/tex-chtml.js package/es5/output/chtml/fonts/woff-v2 package/es5/input/tex/extensions \
+	  package/es5/ui package/es5/a11y && rm -rf $$tmp
+
+run-study: $(STAMP) $(NOTEBOOKS)
+	$(PY) -m ssl_lib run $(STUDY)
+
+book: run-study $(MATHJAX)
+	$(VENV)/bin/jupyter-book build book --config _config.yml --path-output book -W --keep-going
+	@echo "Report: book/_build/html/index.html"
+
+test: $(STAMP)
+	$(VENV)/bin/pytest
+
+bench: $(STAMP)
+	$(PY) bench/bench_linear.py
+	$(PY) bench/bench_features.py
+
+models: $(STAMP)
+	$(PY) -m ssl_lib.pretrain --all --out ssl_lib/zoo/mini
+
+clean:
+	rm -rf book/_build book/results book/_toc.yml

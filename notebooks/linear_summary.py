@@ -1,0 +1,97 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% tags=["parameters", "remove-cell"]
+study = "mini"
+results_path = "book/results/results.csv"
+
+# %% tags=["remove-cell"]
+from ssl_lib.notebook import setup
+
+params = setup(globals(), "summary")  # one-line errors for unknown parameters
+
+# %% tags=["remove-cell"]
+# %matplotlib inline
+import json
+
+import matplotlib.pyplot as plt
+import seaborn as sns
+from IPython.display import Markdown, display
+from myst_nb import glue
+
+from ssl_lib.paper_tables import paper_table
+from ssl_lib.sections.summary import format_ci, section_table, with_average
+from ssl_lib.study import load_study
+
+study_cfg = load_study(params.study)
+rows = section_table(params, "linear")
+
+# %% [markdown]
+# # Many-shot linear evaluation
+#
+# Every model of the study under the paper's linear protocol (§3.1): logistic regression on frozen
+# features, C chosen on validation, refit on train+val, the dataset's metric on the test split.
+# One page per model follows this one, with its validation curves and provenance.
+
+# %% tags=["remove-input"]
+if rows.empty:
+    display(Markdown("**No linear results yet.** Run `make book` (or `make models` first if the mini zoo is missing)."))
+else:
+    solvers = sorted({json.loads(p)["solver"] for p in rows.protocol_params})
+    display(Markdown(
+        f"Study **{study_cfg.name}**: {rows.model.nunique()} models × {rows.dataset.nunique()} datasets; "
+        f"solver `{', '.join(solvers)}`; validation: {', '.join(sorted(rows.selected_on.unique()))}."
+    ))
+
+# %% [markdown]
+# ## This study
+#
+# Test metric per model and dataset (top-1, mean per-class accuracy or 11-point mAP, in %), with
+# the mean over datasets as the paper's *avg* column.
+
+# %% tags=["remove-input"]
+if not rows.empty:
+    wide = with_average(rows.pivot_table(index="model", columns="dataset", values="value", observed=True))
+    fig, ax = plt.subplots(figsize=(1.0 + 0.9 * wide.shape[1], 0.8 + 0.45 * wide.shape[0]))
+    sns.heatmap(wide, annot=True, fmt=".1f", cmap="viridis", cbar=False, ax=ax)
+    ax.set(xlabel="", ylabel="")
+    plt.xticks(rotation=35, ha="right")
+    plt.show()
+
+# %% tags=["remove-cell"]
+if rows.empty:
+    headline = "no linear results yet"
+else:
+    headline = f"{wide['avg'].idxmax()} leads with a mean of {wide['avg'].max():.1f} over {wide.shape[1] - 1} datasets"
+glue("linear_headline", headline, display=False)
+
+# %% [markdown]
+# With 95% bootstrap intervals over test images:
+
+# %% tags=["remove-input"]
+if not rows.empty:
+    cells = rows.assign(cell=[format_ci(v, lo, hi) for v, lo, hi in zip(rows.value, rows.ci_low, rows.ci_high)])
+    display(cells.pivot(index="model", columns="dataset", values="cell"))
+
+# %% [markdown]
+# ## The paper's Table 1 (linear)
+#
+# The published many-shot linear results of the 14 ResNet-50 models (arXiv v2 / CVPR), for
+# comparison. `imagenet_top1` is the ImageNet accuracy the paper used for its correlations.
+
+# %% tags=["remove-input"]
+paper = paper_table("table1_linear").set_index("model")
+fig, ax = plt.subplots(figsize=(12, 6))
+sns.heatmap(paper.drop(columns=["imagenet_top1"]), annot=True, fmt=".1f", cmap="viridis", cbar=False, ax=ax)
+ax.set(xlabel="", ylabel="")
+plt.xticks(rotation=35, ha="right")
+plt.show()

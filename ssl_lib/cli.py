@@ -1,0 +1,83 @@
+"""``python -m ssl_lib``: list models and datasets, run a study."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from .exceptions import SSLLibError
+
+__all__ = ["main"]
+
+
+def _models(args: argparse.Namespace) -> int:
+    from .models import ZOOS, get_model_cfg, list_models
+    from .models._mini import MINI_ZOO_DIR
+
+    zoos = [args.zoo] if args.zoo else list(ZOOS)
+    print(f"{'model':<28} {'family':<22} {'arch':<12} {'source top-1':>12}  weights")
+    for zoo in zoos:
+        for name in list_models(zoo):
+            cfg = get_model_cfg(name)
+            if cfg.weights.startswith("zoo:"):
+                state = "ok" if (MINI_ZOO_DIR / cfg.weights[4:]).exists() else "missing: make models"
+            else:
+                state = cfg.weights if len(cfg.weights) < 60 else cfg.weights[:57] + "..."
+            top1 = f"{cfg.source_top1:.2f}" if cfg.source_top1 is not None else "-"
+            print(f"{name:<28} {cfg.family:<22} {cfg.arch:<12} {top1:>12}  {state}")
+    print("Also: timm:<name> (any timm model, downloaded) and file:<path>[?arch=resnet50&norm=imagenet|none].")
+    return 0
+
+
+def _datasets(args: argparse.Namespace) -> int:
+    from .data import get_dataset_spec, list_datasets
+
+    print(f"{'dataset':<20} {'kind':<15} {'classes':>7}  {'metric':<15} {'splits':<16} paper analog")
+    for name in list_datasets(zoo=args.zoo):
+        s = get_dataset_spec(name)
+        print(f"{name:<20} {s.kind:<15} {s.num_classes:>7}  {s.metric:<15} {'/'.join(s.splits):<16} {s.paper_analog}")
+    print("Also: folder:<path> with <path>/{train,[val,]test}/<class>/<image>.")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .runner import run_study
+
+    return run_study(
+        args.study, out_dir=args.out, force=args.force, dry_run=args.dry_run,
+        sections=tuple(args.section or ()), models=tuple(args.model or ()),
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m ssl_lib", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("models", help="list the model zoos")
+    p.add_argument("--zoo", choices=["mini", "paper"])
+    p.set_defaults(func=_models)
+    p = sub.add_parser("datasets", help="list the datasets")
+    p.add_argument("--zoo", choices=["mini", "paper"])
+    p.set_defaults(func=_datasets)
+    p = sub.add_parser("run", help="execute a study's notebooks into book/results")
+    p.add_argument("study", help="params/<name>.yaml or a study name")
+    p.add_argument("--out", default=None, help="output folder (default book/results)")
+    p.add_argument("--section", action="append", help="only this section (repeatable)")
+    p.add_argument("--model", action="append", help="only this model (repeatable)")
+    p.add_argument("--force", action="store_true", help="re-run runs that are up to date")
+    p.add_argument("--dry-run", action="store_true", help="list the runs and their parameters, run nothing")
+    p.set_defaults(func=_run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except SSLLibError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

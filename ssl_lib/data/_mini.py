@@ -1,0 +1,38 @@
+"""The generated mini suite (``ssl_lib.data.mini``) as dataset cards."""
+
+from __future__ import annotations
+
+from functools import partial
+
+from ._spec import ArrayDataset, DatasetSpec
+
+__all__ = ["mini_specs", "MINI_SEED"]
+
+MINI_SEED = 0
+
+
+def _open(name: str, split: str, *, transform=None, root=None, download: bool = False, seed: int = MINI_SEED):
+    from . import mini
+
+    arrays = mini.load(name, split, seed=seed)
+    return ArrayDataset(arrays["images"], arrays["labels"], transform)
+
+
+def mini_specs() -> dict[str, DatasetSpec]:
+    from . import mini
+
+    return {
+        name: DatasetSpec(
+            name=name,
+            zoo="mini",
+            kind=task.kind,
+            num_classes=task.num_classes,
+            metric=task.metric,
+            splits=("train", "val", "test"),
+            open=partial(_open, name),
+            description=task.description,
+            paper_analog=task.paper_analog,
+            fingerprint=f"mini-suite-v{mini.SUITE_VERSION}-seed{MINI_SEED}",
+        )
+        for name, task in mini.MINI_TASKS.items()
+    }

@@ -1,0 +1,153 @@
+"""Batched feature extraction with an on-disk, content-addressed cache.
+
+The cache key covers everything that changes the features: the weights (a hash of the loaded
+state dict, not the model's name), the dataset's content fingerprint, the split, the transform
+and the layer. A second request with the same key reads ``features.npy`` and does no forward pass.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from .data import eval_transform, get_dataset_spec, open_split, transform_cfg
+from .models import FeatureModel
+from .paths import cache_dir
+
+__all__ = ["FORMAT_VERSION", "Features", "feature_cache_key", "extract_features", "get_features", "default_device"]
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Features:
+    features: np.ndarray  # (N, D) float32
+    labels: np.ndarray  # (N,) int or (N, K) 0/1
+    key: str
+    from_cache: bool
+    seconds: float  # extraction time (0 when read from the cache)
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def feature_cache_key(model: FeatureModel, dataset: str, split: str, layer: str = "pool") -> str:
+    spec = get_dataset_spec(dataset)
+    payload = {
+        "weights": model.weights_hash,
+        "arch": model.cfg.arch,
+        "mean": list(model.cfg.mean),
+        "std": list(model.cfg.std),
+        "dataset": dataset,
+        "data": spec.fingerprint,
+        "split": split,
+        "transform": transform_cfg(model.cfg),
+        "layer": layer,
+        "format": FORMAT_VERSION,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
+
+
+@torch.inference_mode()
+def extract_features(
+    model: FeatureModel,
+    dataset: Dataset,
+    *,
+    batch_size: int = 256,
+    num_workers: int = 0,
+    device: torch.device | str | None = None,
+    desc: str = "features",
+    progress: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pooled features of every item in ``dataset``, in order; AMP and channels_last on CUDA."""
+    device = torch.device(device) if device is not None else default_device()
+    on_cuda = device.type == "cuda"
+    model = model.to(device).eval()
+    if on_cuda:
+        model = model.to(memory_format=torch.channels_last)
+    loader = DataLoader(
+        dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+        pin_memory=on_cuda, persistent_workers=False,
+    )
+    feats, labels = [], []
+    for images, targets in tqdm(loader, desc=desc, disable=not progress, leave=False, mininterval=1.0):
+        images = images.to(device, non_blocking=True)
+        if on_cuda:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=on_cuda):
+            out = model(images)
+        feats.append(out.float().cpu())
+        labels.append(torch.as_tensor(targets))
+    if not feats:
+        raise ValueError(f"{desc}: the dataset is empty")
+    return torch.cat(feats).numpy(), torch.cat(labels).numpy()
+
+
+def _read_cache(path: Path, key: str) -> Features | None:
+    try:
+        manifest = json.loads((path / "manifest.json").read_text())
+        features = np.load(path / "features.npy")
+        labels = np.load(path / "labels.npy")
+    except (OSError, ValueError):
+        return None
+    if manifest.get("key") != key or len(features) != manifest.get("n") or len(labels) != len(features):
+        return None
+    return Features(features, labels, key, from_cache=True, seconds=0.0)
+
+
+def _write_cache(path: Path, key: str, features: np.ndarray, labels: np.ndarray, meta: dict) -> None:
+    """Write into a temporary sibling directory, then rename it into place (atomic on POSIX)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        np.save(tmp / "features.npy", features)
+        np.save(tmp / "labels.npy", labels)
+        (tmp / "manifest.json").write_text(json.dumps({"key": key, "n": len(features), **meta}, indent=1))
+        if path.exists():  # a stale or corrupt entry: replace it
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def get_features(
+    model: FeatureModel,
+    dataset: str,
+    split: str,
+    *,
+    root: str | None = None,
+    download: bool = False,
+    use_cache: bool = True,
+    batch_size: int = 256,
+    num_workers: int = 0,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+) -> Features:
+    """Features of one on-disk split, from the cache when the key matches."""
+    key = feature_cache_key(model, dataset, split)
+    path = cache_dir("features") / key
+    if use_cache and (hit := _read_cache(path, key)) is not None:
+        return hit
+    data = open_split(dataset, split, transform=eval_transform(model.cfg), root=root, download=download)
+    start = time.perf_counter()
+    features, labels = extract_features(
+        model, data, batch_size=batch_size, num_workers=num_workers, device=device,
+        desc=f"{model.cfg.name} · {dataset}/{split}", progress=progress,
+    )
+    seconds = time.perf_counter() - start
+    if use_cache:
+        meta = {"model": model.cfg.qualified_name, "dataset": dataset, "split": split, "seconds": seconds}
+        _write_cache(path, key, features, labels, meta)
+    return Features(features, labels, key, from_cache=False, seconds=seconds)

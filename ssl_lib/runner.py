@@ -1,0 +1,216 @@
+"""Execute a study: one papermill run per section × model, then each section's summary page.
+
+A run is skipped when its output notebook already holds the same *input hash*: the notebook,
+its parameters, the section's study settings, the library's source and the mini zoo manifest.
+Outputs are written to a temporary file and renamed, so an interrupted study resumes cleanly
+and a failed run never looks finished. Result rows go to one tidy CSV (``results.csv``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+import yaml
+
+from .models import get_model_cfg
+from .models._mini import MINI_ZOO_DIR
+from .paths import atomic_path, repo_root
+from .study import Study, load_study
+
+__all__ = ["Run", "plan_runs", "run_study", "write_toc", "library_fingerprint"]
+
+SUMMARY = "summary"
+
+
+@dataclass(frozen=True)
+class Run:
+    section: str
+    model: str | None  # None for the section's summary page
+    notebook: Path
+    output: Path
+    parameters: dict = field(hash=False)
+    title: str = ""
+
+    @property
+    def label(self) -> str:
+        return f"{self.section}/{self.model or SUMMARY}"
+
+
+def library_fingerprint() -> str:
+    """Hash of ssl_lib's source and the mini zoo manifest: a code change re-runs the study."""
+    digest = hashlib.sha256()
+    package = Path(__file__).resolve().parent
+    for path in sorted(package.rglob("*.py")):
+        digest.update(str(path.relative_to(package)).encode())
+        digest.update(path.read_bytes())
+    manifest = MINI_ZOO_DIR / "manifest.json"
+    if manifest.exists():
+        digest.update(manifest.read_bytes())
+    return digest.hexdigest()
+
+
+def plan_runs(study: Study, out_dir: Path, results_path: Path) -> list[Run]:
+    root = repo_root()
+    runs = []
+    for section, cfg in study.sections.items():
+        for model in study.models:
+            params = {"study": str(study.path), "model": model, "seed": study.seed,
+                      "results_path": str(results_path), **cfg.params}
+            runs.append(Run(section, model, root / "notebooks" / f"{section}.ipynb",
+                            out_dir / section / f"{model}.ipynb", params, f"{section.capitalize()}: {model}"))
+        runs.append(Run(section, None, root / "notebooks" / f"{section}_summary.ipynb",
+                        out_dir / section / f"{SUMMARY}.ipynb",
+                        {"study": str(study.path), "results_path": str(results_path)}, ""))
+    return runs
+
+
+def input_hash(run: Run, study: Study, library: str) -> str:
+    payload = {
+        "notebook": hashlib.sha256(run.notebook.read_bytes()).hexdigest(),
+        "parameters": run.parameters,
+        "section": {"datasets": study.sections[run.section].datasets, "zoo": study.zoo},
+        "library": library,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _recorded_hash(path: Path) -> str | None:
+    if not path.exists():
+        return None
+    try:
+        nb = nbformat.read(path, as_version=4)
+    except Exception:  # an unreadable output is simply re-run
+        return None
+    if nb.metadata.get("papermill", {}).get("exception"):
+        return None
+    return nb.metadata.get("ssl_lib", {}).get("input_hash")
+
+
+def _missing_weights(run: Run, study: Study) -> str | None:
+    """Why this run cannot start (a mini checkpoint not trained yet), or None."""
+    if run.model is None or study.zoo != "mini":
+        return None
+    cfg = get_model_cfg(run.model, zoo=study.zoo)
+    if cfg.weights.startswith("zoo:") and not (MINI_ZOO_DIR / cfg.weights[4:]).exists():
+        return f"checkpoint {cfg.weights[4:]} missing (run `make models`)"
+    return None
+
+
+def _retitle(nb, title: str) -> None:
+    """Give each per-model page its own H1 (all runs of one notebook share the source's)."""
+    for cell in nb.cells:
+        if cell.cell_type == "markdown" and cell.source.lstrip().startswith("# "):
+            lines = cell.source.lstrip().splitlines()
+            cell.source = "\n".join([f"# {title}", *lines[1:]])
+            return
+
+
+def execute_run(run: Run, digest: str) -> None:
+    import papermill as pm
+
+    run.output.parent.mkdir(parents=True, exist_ok=True)
+    failed = run.output.with_suffix(".failed.ipynb")
+    failed.unlink(missing_ok=True)
+    with atomic_path(run.output, suffix=".ipynb") as tmp:
+        try:
+            pm.execute_notebook(
+                str(run.notebook), str(tmp), parameters=run.parameters, kernel_name="python3",
+                cwd=str(repo_root()), progress_bar=False, log_output=False,
+            )
+        except Exception:
+            if tmp.exists():  # keep the failed notebook for inspection, outside the book
+                shutil.copyfile(tmp, failed)
+            raise
+        nb = nbformat.read(tmp, as_version=4)
+        if run.title:
+            _retitle(nb, run.title)
+        nb.metadata["ssl_lib"] = {"input_hash": digest, "section": run.section, "model": run.model}
+        nbformat.write(nb, tmp)
+
+
+def write_toc(study: Study, runs: list[Run], book_dir: Path) -> Path:
+    """``book/_toc.yml``: the narrative pages, then each section's summary and model pages."""
+    chapters: list[dict] = [{"file": "methods"}]
+    for section in study.sections:
+        summary = next(r for r in runs if r.section == section and r.model is None)
+        if not summary.output.exists():
+            continue
+        pages = [{"file": _rel(r.output, book_dir), "title": r.title}
+                 for r in runs if r.section == section and r.model and r.output.exists()]
+        chapters.append({"file": _rel(summary.output, book_dir), **({"sections": pages} if pages else {})})
+    chapters.append({"file": "paper_tables"})
+    toc = {"format": "jb-book", "root": "intro", "chapters": chapters}
+    path = book_dir / "_toc.yml"
+    with atomic_path(path, suffix=".yml") as tmp:
+        tmp.write_text("# Generated by `python -m ssl_lib run`; do not edit.\n" + yaml.safe_dump(toc, sort_keys=False))
+    return path
+
+
+def _rel(path: Path, base: Path) -> str:
+    return str(path.resolve().relative_to(base.resolve()).with_suffix(""))
+
+
+def run_study(
+    study_name: str | Path,
+    *,
+    out_dir: Path | None = None,
+    force: bool = False,
+    dry_run: bool = False,
+    sections: tuple[str, ...] = (),
+    models: tuple[str, ...] = (),
+    log=print,
+) -> int:
+    """Execute (or list, with ``dry_run``) the study's runs; returns a process exit code."""
+    from papermill.exceptions import PapermillExecutionError
+
+    study = load_study(study_name)
+    book_dir = repo_root() / "book"
+    out_dir = Path(out_dir) if out_dir else book_dir / "results"
+    results_path = out_dir / "results.csv"
+    runs = [r for r in plan_runs(study, out_dir, results_path)
+            if (not sections or r.section in sections) and (not models or r.model in (*models, None))]
+    if dry_run:
+        for r in runs:
+            log(f"{r.label:<40} {r.notebook.name:<24} {json.dumps(r.parameters, sort_keys=True)}")
+        log(f"{len(runs)} runs")
+        return 0
+    library = library_fingerprint()
+    failures, skipped_models = [], []
+    for i, run in enumerate(runs, 1):
+        prefix = f"[{i}/{len(runs)}] {run.label}"
+        if (reason := _missing_weights(run, study)) is not None:
+            skipped_models.append(run.model)
+            log(f"{prefix}: skipped, {reason}")
+            continue
+        digest = input_hash(run, study, library)
+        if run.model is None:  # summaries depend on every result row
+            digest = hashlib.sha256((digest + _results_digest(results_path)).encode()).hexdigest()
+        if not force and _recorded_hash(run.output) == digest:
+            log(f"{prefix}: up to date")
+            continue
+        start = time.perf_counter()
+        try:
+            execute_run(run, digest)
+        except PapermillExecutionError as err:
+            failures.append(run.label)
+            log(f"{prefix}: FAILED ({err.ename}: {str(err.evalue).splitlines()[0] if err.evalue else ''}); "
+                f"see {run.output.with_suffix('.failed.ipynb')}")
+            continue
+        log(f"{prefix}: done in {time.perf_counter() - start:.1f} s")
+    write_toc(study, runs, book_dir)
+    if skipped_models:
+        log(f"{len(set(skipped_models))} model(s) without checkpoints were left out: {sorted(set(skipped_models))}")
+    if failures:
+        log(f"{len(failures)} run(s) failed: {', '.join(failures)} (see the output notebooks)")
+        return 1
+    return 0
+
+
+def _results_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else ""

@@ -1,0 +1,113 @@
+"""The many-shot linear section: one model over the study's datasets → result rows."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+
+from ..data import get_dataset_spec
+from ..evaluate.linear import LinearResult, run_linear
+from ..evaluate.logreg import C_GRID, SOLVERS
+from ..models import create_model
+from ..provenance import environment, utc_now
+from ..results import ResultRow, append_rows, params_hash
+from ..study import load_study
+
+__all__ = ["LinearParams", "LinearRun", "PROTOCOL", "run_linear_section", "val_curves"]
+
+PROTOCOL = {
+    "classifier": "multinomial logistic regression (one binary per class for multi-label)",
+    "features": "frozen, pooled, unnormalised",
+    "c_grid": "1/logspace(-6, 5, 45), walked from C=1e6 down, first best wins",
+    "selection": "validation split (official, else seeded 20% carve of train)",
+    "refit": "train+val at the chosen C",
+}
+
+
+@dataclass(frozen=True)
+class LinearParams:
+    """Parameters of ``notebooks/linear.ipynb`` (its parameters cell must match these defaults)."""
+
+    study: str = "mini"  # a name in params/ or a path to a study YAML
+    model: str = "byol"  # a name in the study's zoo, paper/<name>, timm:<name> or file:<path>
+    dataset: str = "all"  # "all" (the study's datasets for this section) or one dataset name
+    solver: str = "torch"  # torch | sklearn | sklearn-paper
+    seed: int = 0
+    n_boot: int = 1000  # bootstrap resamples for the test-metric CI (0: none)
+    results_path: str = ""  # CSV to append result rows to ("" = do not record)
+    data_root: str = ""  # root of real datasets ("" = $SSL_LIB_DATA or the cache)
+    download: bool = False
+    device: str = ""  # "" = CUDA when present, else CPU
+
+
+@dataclass
+class LinearRun:
+    """What the notebook shows: the rows, plus each dataset's validation curve."""
+
+    rows: pd.DataFrame
+    results: dict[str, LinearResult]
+
+
+def _datasets(params: LinearParams) -> list[str]:
+    if params.dataset != "all":
+        get_dataset_spec(params.dataset)  # one-line error for unknown names
+        return [params.dataset]
+    study = load_study(params.study)
+    return list(study.section("linear").datasets)
+
+
+def run_linear_section(params: LinearParams) -> LinearRun:
+    """Evaluate ``params.model`` on every dataset of the section and (optionally) record rows."""
+    SOLVERS.get(params.solver)
+    study = load_study(params.study)
+    datasets = _datasets(params)
+    for name in datasets:
+        get_dataset_spec(name)
+    device = params.device or None
+    model = create_model(params.model, zoo=study.zoo, device=device)
+    env = environment(device)
+    run_id = uuid.uuid4().hex[:12]
+    protocol_params = {"solver": params.solver, "c_grid_size": len(C_GRID), "carve_seed": 0, "n_boot": params.n_boot}
+    rows, results = [], {}
+    for name in datasets:
+        start = time.perf_counter()
+        result, splits = run_linear(
+            model, name, solver=params.solver, n_boot=params.n_boot, seed=params.seed, device=device,
+            root=params.data_root or None, download=params.download,
+        )
+        results[name] = result
+        rows.append(
+            ResultRow(
+                section="linear", model=model.cfg.name, dataset=name, metric=result.metric,
+                value=result.test_score, ci_low=result.ci_low, ci_high=result.ci_high,
+                ci_method=f"bootstrap{params.n_boot} over test images" if params.n_boot else "",
+                zoo=model.cfg.zoo, weights_sha256=model.weights_hash,
+                train_split="train+val", eval_split="test",
+                n_train=result.n_train, n_val=result.n_val, n_eval=result.n_test,
+                protocol_params=json.dumps(protocol_params, sort_keys=True),
+                hyperparams=json.dumps({"C": result.best_C}),
+                selected_on=f"val ({splits.val_source})", params_hash=params_hash(protocol_params),
+                seed=params.seed, feature_cache_key=json.dumps(splits.cache_keys, sort_keys=True),
+                wall_seconds=time.perf_counter() - start, run_id=run_id, created_utc=utc_now(),
+                extra=json.dumps({"study": study.name, "source_top1": model.cfg.source_top1,
+                                  "fit_seconds": result.fit_seconds, "extract_seconds": splits.extract_seconds}),
+                **env,
+            )
+        )
+    if params.results_path:
+        append_rows(params.results_path, rows)
+    return LinearRun(pd.DataFrame([asdict(r) for r in rows]), results)
+
+
+def val_curves(run: LinearRun) -> pd.DataFrame:
+    """Long table of validation score against C for every dataset (for the C-selection plot)."""
+    return pd.concat(
+        [pd.DataFrame({"dataset": name, "C": r.c_grid, "val_score": r.val_scores, "chosen": np.isclose(r.c_grid, r.best_C)})
+         for name, r in run.results.items()],
+        ignore_index=True,
+    )

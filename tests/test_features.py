@@ -1,0 +1,78 @@
+import numpy as np
+import pytest
+import torch
+
+import ssl_lib.features as F
+from ssl_lib.data import ArrayDataset, carve_validation, eval_transform, open_split
+from ssl_lib.models import build_arch, create_model
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ckpt") / "rand.pth"
+    torch.manual_seed(0)
+    torch.save({"state_dict": build_arch("mini_resnet").state_dict()}, path)
+    return create_model(f"file:{path}?arch=mini_resnet")
+
+
+def _count_forwards(model):
+    calls = []
+    handle = model.backbone.register_forward_hook(lambda *a: calls.append(1))
+    return calls, handle
+
+
+def test_extract_matches_a_plain_forward(model):
+    images = np.random.default_rng(0).integers(0, 255, (10, 32, 32, 3), dtype=np.uint8)
+    data = ArrayDataset(images, np.arange(10), eval_transform(model.cfg))
+    feats, labels = F.extract_features(model, data, batch_size=4, progress=False)
+    with torch.inference_mode():
+        x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
+        ref = model(x).numpy()
+    assert feats.shape == (10, 256) and feats.dtype == np.float32
+    np.testing.assert_allclose(feats, ref, rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(labels, np.arange(10))
+
+
+def test_second_request_reads_the_cache_without_a_forward_pass(model):
+    first = F.get_features(model, "mini-digits", "val", progress=False)
+    calls, handle = _count_forwards(model)
+    try:
+        second = F.get_features(model, "mini-digits", "val", progress=False)
+    finally:
+        handle.remove()
+    assert not first.from_cache and second.from_cache
+    assert calls == []
+    np.testing.assert_array_equal(first.features, second.features)
+    assert len(first.labels) == len(open_split("mini-digits", "val"))
+
+
+def test_cache_key_changes_with_weights_split_and_transform(model, tmp_path):
+    key = F.feature_cache_key(model, "mini-digits", "val")
+    assert key != F.feature_cache_key(model, "mini-digits", "test")
+    assert key != F.feature_cache_key(model, "mini-colour", "val")
+    other = create_model(f"file:{model.cfg.weights}?arch=mini_resnet&size=28")
+    assert F.feature_cache_key(other, "mini-digits", "val") != key
+    torch.manual_seed(1)
+    path = tmp_path / "other.pth"
+    torch.save({"state_dict": build_arch("mini_resnet").state_dict()}, path)
+    assert F.feature_cache_key(create_model(f"file:{path}?arch=mini_resnet"), "mini-digits", "val") != key
+
+
+def test_a_corrupt_cache_entry_is_recomputed(model):
+    first = F.get_features(model, "mini-digits", "test", progress=False)
+    entry = F.cache_dir("features") / first.key
+    (entry / "features.npy").write_bytes(b"garbage")
+    again = F.get_features(model, "mini-digits", "test", progress=False)
+    assert not again.from_cache
+    np.testing.assert_array_equal(first.features, again.features)
+    assert not [p for p in entry.parent.iterdir() if p.name.startswith(".")]
+
+
+def test_validation_carve_is_the_official_codes():
+    n = 50
+    indices = list(range(n))
+    np.random.seed(0)
+    np.random.shuffle(indices)
+    train, val = carve_validation(n)
+    assert sorted(val) == sorted(indices[:10]) and sorted(train) == sorted(indices[10:])
+    assert not set(train) & set(val)

@@ -1,0 +1,101 @@
+"""Notebook hygiene (the committed .ipynb mirror their jupytext sources) and papermill runs."""
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import jupytext
+import nbformat
+import papermill as pm
+import pytest
+import torch
+
+from ssl_lib.models import build_arch
+from ssl_lib.sections import SECTION_PARAMS
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCES = sorted((ROOT / "notebooks").glob("*.py"))
+SCHEMA = {"linear": "linear", "linear_summary": "summary"}
+
+
+def _cells(nb):
+    return [(c.cell_type, c.source.strip(), sorted(c.metadata.get("tags", []))) for c in nb.cells]
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
+def test_ipynb_is_in_sync_with_its_source_and_has_no_outputs(source):
+    ipynb = source.with_suffix(".ipynb")
+    assert ipynb.exists(), f"run `make notebooks` to generate {ipynb.name}"
+    committed = nbformat.read(ipynb, as_version=4)
+    assert _cells(committed) == _cells(jupytext.read(source)), f"{ipynb.name} is stale: run `make notebooks`"
+    assert committed.metadata.kernelspec.name == "python3"
+    assert not any(c.get("outputs") for c in committed.cells if c.cell_type == "code")
+    assert sum("parameters" in c.metadata.get("tags", []) for c in committed.cells) == 1
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
+def test_parameters_cell_matches_the_declared_schema(source):
+    declared = pm.inspect_notebook(str(source.with_suffix(".ipynb")))
+    schema = SECTION_PARAMS.get(SCHEMA[source.stem])
+    defaults = {f.name: f.default for f in dataclasses.fields(schema)}
+    assert list(declared) == list(defaults)
+    for name, info in declared.items():
+        assert eval(info["default"]) == defaults[name], name
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    path = tmp_path_factory.mktemp("nb") / "rand.pth"
+    torch.manual_seed(0)
+    torch.save({"state_dict": build_arch("mini_resnet").state_dict()}, path)
+    return f"file:{path}?arch=mini_resnet"
+
+
+def _papermill(args, tmp_path):
+    out = tmp_path / "out.ipynb"
+    proc = subprocess.run(
+        [sys.executable, "-m", "papermill", str(ROOT / "notebooks" / "linear.ipynb"), str(out), "--cwd", str(ROOT),
+         "-k", "python3", "--no-progress-bar", *args],
+        capture_output=True, text=True, cwd=tmp_path,
+    )
+    return proc, out
+
+
+@pytest.mark.slow
+def test_linear_notebook_runs_with_papermill_and_records_rows(checkpoint, tmp_path):
+    results = tmp_path / "results.csv"
+    proc, out = _papermill(["-p", "model", checkpoint, "-p", "dataset", "mini-digits", "-p", "n_boot", "0",
+                            "-p", "results_path", str(results)], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    nb = nbformat.read(out, as_version=4)
+    html = "".join(o.get("data", {}).get("text/html", "") for c in nb.cells for o in c.get("outputs", []))
+    assert "mini-digits" in html and "top1" in html
+    pngs = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+    assert pngs, "the validation-curve figure is missing"
+    import pandas as pd
+
+    rows = pd.read_csv(results)
+    assert list(rows.dataset) == ["mini-digits"] and rows.value.iloc[0] > 30  # chance is 10%
+    assert json.loads(rows.hyperparams.iloc[0])["C"] > 0 and rows.selected_on.iloc[0].startswith("val")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["-p", "modle", "byol"], "Unknown parameter of the linear notebook 'modle'. Did you mean 'model'?"),
+        (["-p", "model", "byl"], "Unknown mini model 'byl'. Did you mean 'byol'?"),
+        (["-p", "dataset", "mini-digit"], "Unknown dataset 'mini-digit'. Did you mean 'mini-digits'"),
+        (["-p", "solver", "sklern"], "Unknown solver 'sklern'. Did you mean 'sklearn'"),
+    ],
+)
+def test_bad_parameters_fail_with_one_line(args, message, tmp_path):
+    proc, out = _papermill(args, tmp_path)
+    assert proc.returncode != 0
+    nb = nbformat.read(out, as_version=4)
+    errors = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert len(errors) == 1
+    assert message in errors[0]["evalue"]
+    assert len(errors[0]["traceback"]) == 1, "expected a one-line error, not a traceback"
