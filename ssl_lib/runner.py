@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -55,6 +56,11 @@ def library_fingerprint() -> str:
     return digest.hexdigest()
 
 
+def _slug(name: str) -> str:
+    """A file name for a model spec (``file:/a/b.pth?arch=x`` → ``file_a_b.pth_arch_x``)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")
+
+
 def plan_runs(study: Study, out_dir: Path, results_path: Path) -> list[Run]:
     root = repo_root()
     runs = []
@@ -63,7 +69,7 @@ def plan_runs(study: Study, out_dir: Path, results_path: Path) -> list[Run]:
             params = {"study": str(study.path), "model": model, "seed": study.seed,
                       "results_path": str(results_path), **cfg.params}
             runs.append(Run(section, model, root / "notebooks" / f"{section}.ipynb",
-                            out_dir / section / f"{model}.ipynb", params, f"{section.capitalize()}: {model}"))
+                            out_dir / section / f"{_slug(model)}.ipynb", params, f"{section.capitalize()}: {model}"))
         runs.append(Run(section, None, root / "notebooks" / f"{section}_summary.ipynb",
                         out_dir / section / f"{SUMMARY}.ipynb",
                         {"study": str(study.path), "results_path": str(results_path)}, ""))
@@ -164,13 +170,14 @@ def run_study(
     dry_run: bool = False,
     sections: tuple[str, ...] = (),
     models: tuple[str, ...] = (),
+    book_dir: Path | None = None,
     log=print,
 ) -> int:
     """Execute (or list, with ``dry_run``) the study's runs; returns a process exit code."""
     from papermill.exceptions import PapermillExecutionError
 
     study = load_study(study_name)
-    book_dir = repo_root() / "book"
+    book_dir = Path(book_dir) if book_dir else repo_root() / "book"
     out_dir = Path(out_dir) if out_dir else book_dir / "results"
     results_path = out_dir / "results.csv"
     runs = [r for r in plan_runs(study, out_dir, results_path)

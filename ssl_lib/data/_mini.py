@@ -12,8 +12,14 @@ MINI_SEED = 0
 
 
 def _open(name: str, split: str, *, transform=None, root=None, download: bool = False, seed: int = MINI_SEED):
+    from ..exceptions import SSLLibError
     from . import mini
 
+    if mini.MINI_TASKS[name].kind not in ("classification", "multilabel"):
+        raise SSLLibError(
+            f"{name!r} is a {mini.MINI_TASKS[name].kind} task, not an (image, label) dataset; "
+            "read its arrays with ssl_lib.data.mini.load()."
+        )
     arrays = mini.load(name, split, seed=seed)
     return ArrayDataset(arrays["images"], arrays["labels"], transform)
 

@@ -1,0 +1,81 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from ssl_lib.exceptions import ConfigError, UnknownNameError
+from ssl_lib.models import build_arch
+from ssl_lib.runner import plan_runs, run_study
+from ssl_lib.study import load_study
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_shipped_studies_load():
+    mini, paper = load_study("mini"), load_study(ROOT / "params" / "paper.yaml")
+    assert mini.zoo == "mini" and "byol" in mini.models and "mini-colour" in mini.section("linear").datasets
+    assert len(paper.models) == 14 and len(paper.section("linear").datasets) == 11
+
+
+def test_bad_study_files_fail_with_one_line(tmp_path):
+    with pytest.raises(UnknownNameError, match="Unknown study 'mnii'. Did you mean 'mini'"):
+        load_study("mnii")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nzoo: mini\nmodels: [byol]\nsections: {linear: {}}\nmodles: []\n")
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['modles'\]"):
+        load_study(bad)
+    bad.write_text("name: x\nzoo: mini\nmodels: [byol]\nsections: {linaer: {}}\n")
+    with pytest.raises(UnknownNameError, match="Did you mean 'linear'"):
+        load_study(bad)
+
+
+def test_plan_has_one_run_per_model_and_a_summary(tmp_path):
+    study = load_study("mini")
+    runs = plan_runs(study, tmp_path, tmp_path / "results.csv")
+    assert [r.model for r in runs] == [*study.models, None]
+    assert runs[0].parameters["model"] == "supervised" and runs[0].parameters["solver"] == "torch"
+
+
+@pytest.mark.slow
+def test_run_study_executes_records_and_then_skips(tmp_path):
+    ckpt = tmp_path / "rand.pth"
+    torch.manual_seed(0)
+    torch.save({"state_dict": build_arch("mini_resnet").state_dict()}, ckpt)
+    study_file = tmp_path / "tiny.yaml"
+    study_file.write_text(yaml.safe_dump({
+        "name": "tiny", "zoo": "mini", "models": [f"file:{ckpt}?arch=mini_resnet"],
+        "sections": {"linear": {"datasets": ["mini-digits"], "params": {"n_boot": 0}}},
+    }))
+    book = tmp_path / "book"
+    logs = []
+    assert run_study(study_file, book_dir=book, out_dir=book / "results", log=logs.append) == 0
+    outputs = sorted(p.name for p in (book / "results" / "linear").glob("*.ipynb"))
+    assert outputs == ["file_" + str(ckpt).strip("/").replace("/", "_") + "_arch_mini_resnet.ipynb", "summary.ipynb"]
+    rows = pd.read_csv(book / "results" / "results.csv")
+    assert len(rows) == 1 and rows.dataset.iloc[0] == "mini-digits"
+    toc = yaml.safe_load((book / "_toc.yml").read_text())
+    assert toc["chapters"][1]["file"] == "results/linear/summary"
+    page = nbformat.read(book / "results" / "linear" / outputs[0], as_version=4)
+    assert any(c.source.startswith("# Linear: file:") for c in page.cells if c.cell_type == "markdown")
+
+    logs.clear()
+    assert run_study(study_file, book_dir=book, out_dir=book / "results", log=logs.append) == 0
+    assert sum("up to date" in line for line in logs) == 2, logs
+
+
+def test_cli_lists_and_fails_with_one_line():
+    run = lambda *a: subprocess.run([sys.executable, "-m", "ssl_lib", *a], capture_output=True, text=True)
+    models = run("models")
+    assert models.returncode == 0 and "mini/byol" in models.stdout and "paper/deepcluster-v2" in models.stdout
+    datasets = run("datasets")
+    assert datasets.returncode == 0 and "mini-colour" in datasets.stdout and "voc2007" in datasets.stdout
+    bad = run("run", "params/mnii.yaml")
+    assert bad.returncode == 2
+    assert bad.stderr.strip().count("\n") == 0 and "Unknown study" in bad.stderr
+    dry = run("run", str(ROOT / "params" / "paper.yaml"), "--dry-run")
+    assert dry.returncode == 0 and "15 runs" in dry.stdout and "linear/swav" in dry.stdout
