@@ -2,6 +2,8 @@
 # pyproject.toml (nothing by hand). STUDY picks the study file: `make book STUDY=params/paper.yaml`.
 SHELL := /bin/bash
 .DELETE_ON_ERROR:
+# OpenMP threads that spin while waiting slow torch several-fold on small, busy machines.
+export OMP_WAIT_POLICY ?= PASSIVE
 .PHONY: setup book run-study notebooks test bench models clean
 
 VENV ?= .venv
