@@ -301,7 +301,7 @@ def test_checkpoint_round_trip_weights_only(tmp_path):
     x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert torch.allclose(fresh(x), backbone(x), atol=1e-2, rtol=1e-2)
-    assert not list(tmp_path.glob("*.tmp"))  # atomic write leaves no temp files
+    assert not list(tmp_path.glob("*.tmp*"))  # atomic write leaves no temp files
 
 
 def test_manifest_entries_are_merged_in_zoo_order(tmp_path):

@@ -17,7 +17,7 @@ def test_append_replaces_rows_with_the_same_resume_key(tmp_path):
     append_rows(path, [_row(70.0, seed=1)])
     assert len(read_results(path)) == 3
     assert list(read_results(path).columns) == COLUMNS
-    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]
 
 
 def test_missing_values_stay_nan(tmp_path):
