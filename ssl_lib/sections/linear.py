@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 import uuid
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
+from tqdm import tqdm
 
 from ..data import get_dataset_spec
 from ..evaluate.linear import LinearResult, run_linear
@@ -74,11 +76,12 @@ def run_linear_section(params: LinearParams) -> LinearRun:
     run_id = uuid.uuid4().hex[:12]
     protocol_params = {"solver": params.solver, "c_grid_size": len(C_GRID), "carve_seed": 0, "n_boot": params.n_boot}
     rows, results = [], {}
-    for name in datasets:
+    # One bar over datasets: per-split bars would fill the notebook's stored output.
+    for name in tqdm(datasets, desc=f"linear · {model.cfg.name}", file=sys.stdout, mininterval=10):
         start = time.perf_counter()
         result, splits = run_linear(
             model, name, solver=params.solver, n_boot=params.n_boot, seed=params.seed, device=device,
-            root=params.data_root or None, download=params.download,
+            root=params.data_root or None, download=params.download, progress=False,
         )
         results[name] = result
         rows.append(
