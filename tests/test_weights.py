@@ -66,3 +66,21 @@ def test_wrong_architecture_is_one_clear_error(tmp_path):
         create_model(f"file:{path}?arch=resnet50")
     with pytest.raises(DataNotFoundError, match="does not exist"):
         create_model(f"file:{tmp_path}/nope.pth?arch=mini_resnet")
+
+
+def test_committed_mini_zoo_loads_and_a_corrupted_checkpoint_is_refused(tmp_path, monkeypatch):
+    import shutil
+
+    from ssl_lib.models import MINI_MODEL_NAMES, MINI_ZOO_DIR
+    from ssl_lib.models import _factory
+
+    for name in MINI_MODEL_NAMES:  # every committed checkpoint matches its manifest sha256
+        assert create_model(name, zoo="mini").feature_dim == 256
+    corrupt = tmp_path / "byol.pth"
+    shutil.copy(MINI_ZOO_DIR / "byol.pth", corrupt)
+    data = bytearray(corrupt.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    corrupt.write_bytes(bytes(data))
+    monkeypatch.setattr(_factory, "MINI_ZOO_DIR", tmp_path)
+    with pytest.raises(ChecksumError, match=r"Checksum mismatch for .*byol\.pth"):
+        create_model("byol", zoo="mini")
