@@ -55,21 +55,19 @@ class LinearRun:
     results: dict[str, LinearResult]
 
 
-def _datasets(params: LinearParams) -> list[str]:
-    if params.dataset != "all":
-        get_dataset_spec(params.dataset)  # one-line error for unknown names
-        return [params.dataset]
-    study = load_study(params.study)
-    return list(study.section("linear").datasets)
+def _datasets(params: LinearParams, study) -> list[str]:
+    """The datasets to run, every name checked up front (one-line errors before any work)."""
+    names = list(study.section("linear").datasets) if params.dataset == "all" else [params.dataset]
+    for name in names:
+        get_dataset_spec(name)
+    return names
 
 
 def run_linear_section(params: LinearParams) -> LinearRun:
     """Evaluate ``params.model`` on every dataset of the section and (optionally) record rows."""
     SOLVERS.get(params.solver)
     study = load_study(params.study)
-    datasets = _datasets(params)
-    for name in datasets:
-        get_dataset_spec(name)
+    datasets = _datasets(params, study)
     device = params.device or None
     model = create_model(params.model, zoo=study.zoo, device=device)
     env = environment(device)
