@@ -21,6 +21,8 @@ results_path = ""
 data_root = ""
 download = False
 device = ""
+batch_size = 256
+num_workers = 0
 
 # %% tags=["remove-cell"]
 from ssl_lib.notebook import setup

@@ -45,6 +45,8 @@ class LinearParams:
     data_root: str = ""  # root of real datasets ("" = $SSL_LIB_DATA or the cache)
     download: bool = False
     device: str = ""  # "" = CUDA when present, else CPU
+    batch_size: int = 256  # feature extraction
+    num_workers: int = 0  # DataLoader workers for feature extraction (use several for real images)
 
 
 @dataclass
@@ -80,6 +82,7 @@ def run_linear_section(params: LinearParams) -> LinearRun:
         result, splits = run_linear(
             model, name, solver=params.solver, n_boot=params.n_boot, seed=params.seed, device=device,
             root=params.data_root or None, download=params.download, progress=False,
+            batch_size=params.batch_size, num_workers=params.num_workers,
         )
         results[name] = result
         rows.append(
