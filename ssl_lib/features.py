@@ -43,7 +43,9 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def feature_cache_key(model: FeatureModel, dataset: str, split: str, layer: str = "pool") -> str:
+def feature_cache_key(
+    model: FeatureModel, dataset: str, split: str, layer: str = "pool", resize: str = "shorter"
+) -> str:
     spec = get_dataset_spec(dataset)
     payload = {
         "weights": model.weights_hash,
@@ -53,7 +55,7 @@ def feature_cache_key(model: FeatureModel, dataset: str, split: str, layer: str 
         "dataset": dataset,
         "data": spec.fingerprint,
         "split": split,
-        "transform": transform_cfg(model.cfg),
+        "transform": transform_cfg(model.cfg, resize),
         "layer": layer,
         "format": FORMAT_VERSION,
     }
@@ -134,13 +136,17 @@ def get_features(
     num_workers: int = 0,
     device: torch.device | str | None = None,
     progress: bool = True,
+    resize: str = "shorter",
 ) -> Features:
-    """Features of one on-disk split, from the cache when the key matches."""
-    key = feature_cache_key(model, dataset, split)
+    """Features of one on-disk split, from the cache when the key matches.
+
+    ``resize`` picks the evaluation resize (:data:`ssl_lib.data.transforms.RESIZES`).
+    """
+    key = feature_cache_key(model, dataset, split, resize=resize)
     path = cache_dir("features") / key
     if use_cache and (hit := _read_cache(path, key)) is not None:
         return hit
-    data = open_split(dataset, split, transform=eval_transform(model.cfg), root=root, download=download)
+    data = open_split(dataset, split, transform=eval_transform(model.cfg, resize), root=root, download=download)
     start = time.perf_counter()
     features, labels = extract_features(
         model, data, batch_size=batch_size, num_workers=num_workers, device=device,
