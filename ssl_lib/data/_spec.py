@@ -78,8 +78,11 @@ class ArrayDataset(Dataset):
         """Batched fetch (used by DataLoader): one transform call for the whole batch.
 
         Only valid for deterministic transforms (the evaluation resize/crop), which apply the
-        same operation to every image; per-image calls cost ~100x more on 32 px images.
+        same operation to every image; per-image calls cost ~100x more on 32 px images. Random
+        transforms are marked :class:`~ssl_lib.data.transforms.PerImage` and go image by image.
         """
+        if getattr(self.transform, "per_image", False):
+            return [self[i] for i in indices]
         images = self.images[indices]
         if self.transform is not None:
             images = self.transform(images)
