@@ -22,7 +22,7 @@ import yaml
 from .models import get_model_cfg
 from .models._mini import MINI_ZOO_DIR
 from .paths import atomic_path, repo_root
-from .study import Study, load_study
+from .study import SECTION_TITLES, Study, load_study
 
 __all__ = ["Run", "plan_runs", "run_study", "write_toc", "library_fingerprint"]
 
@@ -69,7 +69,7 @@ def plan_runs(study: Study, out_dir: Path, results_path: Path) -> list[Run]:
             params = {"study": str(study.path), "model": model, "seed": study.seed,
                       "results_path": str(results_path), **cfg.params}
             runs.append(Run(section, model, root / "notebooks" / f"{section}.ipynb",
-                            out_dir / section / f"{_slug(model)}.ipynb", params, f"{section.capitalize()}: {model}"))
+                            out_dir / section / f"{_slug(model)}.ipynb", params, f"{SECTION_TITLES[section]}: {model}"))
         runs.append(Run(section, None, root / "notebooks" / f"{section}_summary.ipynb",
                         out_dir / section / f"{SUMMARY}.ipynb",
                         {"study": str(study.path), "results_path": str(results_path)}, ""))
@@ -197,7 +197,7 @@ def run_study(
             continue
         digest = input_hash(run, study, library)
         if run.model is None:  # summaries depend on every result row
-            digest = hashlib.sha256((digest + _results_digest(results_path)).encode()).hexdigest()
+            digest = hashlib.sha256((digest + _results_digest(results_path, run.section)).encode()).hexdigest()
         if not force and _recorded_hash(run.output) == digest:
             log(f"{prefix}: up to date")
             continue
@@ -219,5 +219,12 @@ def run_study(
     return 0
 
 
-def _results_digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else ""
+def _results_digest(path: Path, section: str) -> str:
+    """Hash of the section's rows (and the linear rows, which the fine-tune page plots against)."""
+    from .results import read_results
+
+    if not path.exists():
+        return ""
+    rows = read_results(path)
+    rows = rows[rows.section.isin({section, "linear"})]
+    return hashlib.sha256(rows.to_csv(index=False).encode()).hexdigest()

@@ -11,9 +11,10 @@ from ._registry import unknown_name_message
 from .exceptions import ConfigError, UnknownNameError
 from .paths import repo_root
 
-__all__ = ["Study", "SectionCfg", "load_study", "find_study_file", "SECTIONS"]
+__all__ = ["Study", "SectionCfg", "load_study", "find_study_file", "SECTIONS", "SECTION_TITLES"]
 
-SECTIONS = ("linear",)  # sections with a notebook; grows as sections land
+SECTIONS = ("linear", "finetune", "fewshot")  # sections with a notebook; grows as sections land
+SECTION_TITLES = {"linear": "Linear", "finetune": "Fine-tune", "fewshot": "Few-shot"}
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,7 @@ def load_study(study: str | Path) -> Study:
             raise UnknownNameError(unknown_name_message("section", name, list(SECTIONS), f"(in {path})"))
         cfg = cfg or {}
         sections[name] = SectionCfg(name, tuple(cfg.get("datasets", ())), dict(cfg.get("params", {})))
+    sections = {name: sections[name] for name in SECTIONS if name in sections}  # the report's order
     return Study(
         name=str(raw["name"]), title=str(raw.get("title", raw["name"])), zoo=str(raw["zoo"]),
         models=tuple(raw["models"]), sections=sections, seed=int(raw.get("seed", 0)), path=path,

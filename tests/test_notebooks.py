@@ -8,6 +8,7 @@ from pathlib import Path
 
 import jupytext
 import nbformat
+import numpy as np
 import papermill as pm
 import pytest
 import torch
@@ -17,7 +18,8 @@ from ssl_lib.sections import SECTION_PARAMS
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = sorted((ROOT / "notebooks").glob("*.py"))
-SCHEMA = {"linear": "linear", "linear_summary": "summary"}
+SCHEMA = {"linear": "linear", "finetune": "finetune", "fewshot": "fewshot",
+          "linear_summary": "summary", "finetune_summary": "summary", "fewshot_summary": "summary"}
 
 
 def _cells(nb):
@@ -53,10 +55,10 @@ def checkpoint(tmp_path_factory):
     return f"file:{path}?arch=mini_resnet"
 
 
-def _papermill(args, tmp_path):
+def _papermill(args, tmp_path, notebook="linear"):
     out = tmp_path / "out.ipynb"
     proc = subprocess.run(
-        [sys.executable, "-m", "papermill", str(ROOT / "notebooks" / "linear.ipynb"), str(out), "--cwd", str(ROOT),
+        [sys.executable, "-m", "papermill", str(ROOT / "notebooks" / f"{notebook}.ipynb"), str(out), "--cwd", str(ROOT),
          "-k", "python3", "--no-progress-bar", *args],
         capture_output=True, text=True, cwd=tmp_path,
     )
@@ -79,6 +81,48 @@ def test_linear_notebook_runs_with_papermill_and_records_rows(checkpoint, tmp_pa
     rows = pd.read_csv(results)
     assert list(rows.dataset) == ["mini-digits"] and rows.value.iloc[0] > 30  # chance is 10%
     assert json.loads(rows.hyperparams.iloc[0])["C"] > 0 and rows.selected_on.iloc[0].startswith("val")
+
+
+def _html_and_pngs(out):
+    nb = nbformat.read(out, as_version=4)
+    outputs = [o for c in nb.cells for o in c.get("outputs", [])]
+    html = "".join(o.get("data", {}).get("text/html", "") + o.get("data", {}).get("text/markdown", "") for o in outputs)
+    return html, [o for o in outputs if "image/png" in o.get("data", {})]
+
+
+@pytest.mark.slow
+def test_fewshot_notebook_runs_and_states_skipped_settings(checkpoint, tmp_path):
+    import pandas as pd
+
+    results = tmp_path / "results.csv"
+    # mini-digits has about 180 images per class: 400 shots must be skipped with the reason
+    proc, out = _papermill(["-p", "model", checkpoint, "-p", "dataset", "mini-digits", "-p", "shots", "5,400",
+                            "-p", "n_episodes", "50", "-p", "results_path", str(results)], tmp_path, "fewshot")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    html, pngs = _html_and_pngs(out)
+    assert "5-shot" in html and "skipped" in html and "fewer than 415 images" in html
+    assert pngs, "the accuracy-vs-shots figure is missing"
+    rows = pd.read_csv(results)
+    assert list(rows.metric) == ["5way-5shot", "5way-400shot"]
+    assert 30 < rows.value.iloc[0] <= 100 and np.isnan(rows.value.iloc[1])
+    assert rows.ci_low.iloc[0] < rows.value.iloc[0] < rows.ci_high.iloc[0]
+
+
+@pytest.mark.slow
+def test_finetune_notebook_runs_and_records_the_chosen_point(checkpoint, tmp_path):
+    import pandas as pd
+
+    results = tmp_path / "results.csv"
+    proc, out = _papermill(["-p", "model", checkpoint, "-p", "dataset", "mini-digits", "-p", "steps", "20",
+                            "-p", "lrs", "0.1,0.01", "-p", "wds", "0", "-p", "n_boot", "0",
+                            "-p", "results_path", str(results)], tmp_path, "finetune")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    html, pngs = _html_and_pngs(out)
+    assert "mini-digits" in html and pngs
+    rows = pd.read_csv(results)
+    assert list(rows.dataset) == ["mini-digits"] and rows.value.iloc[0] > 10  # chance is 10%
+    assert json.loads(rows.hyperparams.iloc[0])["lr"] in (0.1, 0.01)
+    assert rows.selected_on.iloc[0].startswith("val")
 
 
 @pytest.mark.slow

@@ -34,11 +34,16 @@ def test_bad_study_files_fail_with_one_line(tmp_path):
         load_study(bad)
 
 
-def test_plan_has_one_run_per_model_and_a_summary(tmp_path):
+def test_plan_has_one_run_per_section_and_model_and_a_summary(tmp_path):
     study = load_study("mini")
+    assert list(study.sections) == ["linear", "finetune", "fewshot"]
     runs = plan_runs(study, tmp_path, tmp_path / "results.csv")
-    assert [r.model for r in runs] == [*study.models, None]
+    for section in study.sections:
+        assert [r.model for r in runs if r.section == section] == [*study.models, None]
     assert runs[0].parameters["model"] == "supervised" and runs[0].parameters["solver"] == "torch"
+    fewshot = next(r for r in runs if r.section == "fewshot")
+    assert fewshot.notebook.name == "fewshot.ipynb" and fewshot.title == "Few-shot: supervised"
+    assert fewshot.parameters["shots"] == "5,20,50" and "solver" not in fewshot.parameters
 
 
 @pytest.mark.slow
@@ -49,7 +54,8 @@ def test_run_study_executes_records_and_then_skips(tmp_path):
     study_file = tmp_path / "tiny.yaml"
     study_file.write_text(yaml.safe_dump({
         "name": "tiny", "zoo": "mini", "models": [f"file:{ckpt}?arch=mini_resnet"],
-        "sections": {"linear": {"datasets": ["mini-digits"], "params": {"n_boot": 0}}},
+        "sections": {"linear": {"datasets": ["mini-digits"], "params": {"n_boot": 0}},
+                     "fewshot": {"datasets": ["mini-digits"], "params": {"shots": "5", "n_episodes": 20}}},
     }))
     book = tmp_path / "book"
     logs = []
@@ -57,15 +63,15 @@ def test_run_study_executes_records_and_then_skips(tmp_path):
     outputs = sorted(p.name for p in (book / "results" / "linear").glob("*.ipynb"))
     assert outputs == ["file_" + str(ckpt).strip("/").replace("/", "_") + "_arch_mini_resnet.ipynb", "summary.ipynb"]
     rows = pd.read_csv(book / "results" / "results.csv")
-    assert len(rows) == 1 and rows.dataset.iloc[0] == "mini-digits"
+    assert sorted(rows.section) == ["fewshot", "linear"] and set(rows.dataset) == {"mini-digits"}
     toc = yaml.safe_load((book / "_toc.yml").read_text())
-    assert toc["chapters"][1]["file"] == "results/linear/summary"
+    assert [c["file"] for c in toc["chapters"][1:3]] == ["results/linear/summary", "results/fewshot/summary"]
     page = nbformat.read(book / "results" / "linear" / outputs[0], as_version=4)
     assert any(c.source.startswith("# Linear: file:") for c in page.cells if c.cell_type == "markdown")
 
     logs.clear()
     assert run_study(study_file, book_dir=book, out_dir=book / "results", log=logs.append) == 0
-    assert sum("up to date" in line for line in logs) == 2, logs
+    assert sum("up to date" in line for line in logs) == 4, logs
 
 
 def test_cli_lists_and_fails_with_one_line():

@@ -12,13 +12,13 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from ..data import get_dataset_spec
 from ..evaluate.linear import LinearResult, run_linear
 from ..evaluate.logreg import C_GRID, SOLVERS
 from ..models import create_model
 from ..provenance import environment, utc_now
 from ..results import ResultRow, append_rows, params_hash
 from ..study import load_study
+from ._common import section_datasets
 
 __all__ = ["LinearParams", "LinearRun", "PROTOCOL", "run_linear_section", "val_curves"]
 
@@ -57,19 +57,11 @@ class LinearRun:
     results: dict[str, LinearResult]
 
 
-def _datasets(params: LinearParams, study) -> list[str]:
-    """The datasets to run, every name checked up front (one-line errors before any work)."""
-    names = list(study.section("linear").datasets) if params.dataset == "all" else [params.dataset]
-    for name in names:
-        get_dataset_spec(name)
-    return names
-
-
 def run_linear_section(params: LinearParams) -> LinearRun:
     """Evaluate ``params.model`` on every dataset of the section and (optionally) record rows."""
     SOLVERS.get(params.solver)
     study = load_study(params.study)
-    datasets = _datasets(params, study)
+    datasets = section_datasets(study, "linear", params.dataset)
     device = params.device or None
     model = create_model(params.model, zoo=study.zoo, device=device)
     env = environment(device)

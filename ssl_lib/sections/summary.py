@@ -10,7 +10,7 @@ import pandas as pd
 from ..results import read_results
 from ..study import load_study
 
-__all__ = ["SummaryParams", "format_ci", "section_table", "with_average"]
+__all__ = ["SummaryParams", "format_ci", "paper_with_ci", "section_table", "with_average"]
 
 
 @dataclass(frozen=True)
@@ -44,3 +44,11 @@ def format_ci(value: float, low: float, high: float) -> str:
     if np.isnan(low):
         return f"{value:.1f}"
     return f"{value:.1f} [{low:.1f}, {high:.1f}]"
+
+
+def paper_with_ci(table: pd.DataFrame) -> pd.DataFrame:
+    """A published few-shot table with ``x`` and ``x_ci`` columns as ``"x ± ci"`` cells, by model."""
+    table = table.set_index("model")
+    values = [c for c in table.columns if not c.endswith("_ci")]
+    return pd.DataFrame({c: [f"{v:.1f} ± {e:.2f}" for v, e in zip(table[c], table[f"{c}_ci"])] for c in values},
+                        index=table.index)

@@ -1,0 +1,57 @@
+"""What every per-model section shares: resolving its datasets and stamping rows with provenance."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+
+from ..data import get_dataset_spec
+from ..models import FeatureModel
+from ..provenance import environment, utc_now
+from ..results import ResultRow
+from ..study import Study
+
+__all__ = ["section_datasets", "RowStamp", "parse_int_list"]
+
+
+def section_datasets(study: Study, section: str, dataset: str) -> list[str]:
+    """``"all"`` (the study's datasets for ``section``) or one name; every name checked up front."""
+    names = list(study.section(section).datasets) if dataset == "all" else [dataset]
+    for name in names:
+        get_dataset_spec(name)
+    return names
+
+
+def parse_int_list(value, name: str) -> list[int]:
+    """``"5,20,50"``, ``20`` or ``[5, 20]`` → ``[5, 20, 50]`` (papermill passes ``-p`` ints as ints)."""
+    from ..exceptions import ConfigError
+
+    items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+    try:
+        out = [int(str(v).strip()) for v in items if str(v).strip()]
+    except ValueError:
+        raise ConfigError(f"Parameter {name!r} must be integers separated by commas, got {value!r}.") from None
+    if not out or min(out) < 1:
+        raise ConfigError(f"Parameter {name!r} needs at least one positive integer, got {value!r}.")
+    return out
+
+
+@dataclass
+class RowStamp:
+    """The fields every row of one run shares: model identity, environment, run id."""
+
+    section: str
+    model: FeatureModel
+    seed: int
+    device: str | None = None
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+
+    def __post_init__(self) -> None:
+        self.env = environment(self.device)
+
+    def row(self, **fields) -> ResultRow:
+        return ResultRow(
+            section=self.section, model=self.model.cfg.name, zoo=self.model.cfg.zoo,
+            weights_sha256=self.model.weights_hash, seed=self.seed, run_id=self.run_id,
+            created_utc=utc_now(), **self.env, **fields,
+        )

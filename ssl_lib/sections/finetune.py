@@ -1,0 +1,142 @@
+"""The fine-tune section: the paper's lr x wd grid per dataset for one model → result rows."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass
+
+import pandas as pd
+from tqdm import tqdm
+
+from ..data import get_dataset_spec
+from ..evaluate.finetune import FinetuneCfg, FinetuneResult, run_finetune
+from ..exceptions import ConfigError
+from ..models import create_model
+from ..paths import cache_dir
+from ..results import append_rows, params_hash
+from ..study import load_study
+from ._common import RowStamp, section_datasets
+
+__all__ = ["FinetuneParams", "FinetuneRun", "PROTOCOL", "finetune_cfg", "run_finetune_section", "grid_table"]
+
+PROTOCOL = {
+    "model": "pretrained backbone + new linear head, all weights trained, batch-norm in train mode",
+    "optimiser": "SGD, Nesterov momentum 0.9, weight decay = wd / lr, cosine schedule stepped per iteration",
+    "augmentation": "RandomResizedCrop + horizontal flip (off: resize + centre crop)",
+    "selection": "validation split (official, else seeded 20% carve of train); first best in grid order",
+    "final": "the chosen (lr, wd) retrained on train+val, scored on test",
+    "resume": "each grid point's validation score is saved as it finishes",
+}
+
+
+@dataclass(frozen=True)
+class FinetuneParams:
+    """Parameters of ``notebooks/finetune.ipynb`` (its parameters cell must match these defaults)."""
+
+    study: str = "mini"  # a name in params/ or a path to a study YAML
+    model: str = "byol"  # a name in the study's zoo, paper/<name>, timm:<name> or file:<path>
+    dataset: str = "all"  # "all" (the study's fine-tune datasets) or one dataset name
+    # steps, lrs and wds: None / "" take the study's setting (mini: a small grid), else the paper's
+    # (5000 steps; lr 0.1,0.01,0.001,0.0001; wd 0,1e-6,1e-5,1e-4,1e-3, divided by lr)
+    steps: int | None = None
+    batch_size: int = 64
+    lrs: str = ""
+    wds: str = ""
+    augment: bool = True  # RandomResizedCrop + flip (False: the code's --no-da)
+    seed: int = 0
+    n_boot: int = 1000  # bootstrap resamples for the test-metric CI (0: none)
+    results_path: str = ""  # CSV to append result rows to ("" = do not record)
+    data_root: str = ""  # root of real datasets ("" = $SSL_LIB_DATA or the cache)
+    download: bool = False
+    device: str = ""  # "" = CUDA when present, else CPU
+    num_workers: int = 0  # DataLoader workers (use several for real images)
+
+
+@dataclass
+class FinetuneRun:
+    rows: pd.DataFrame
+    results: dict[str, FinetuneResult]
+
+
+def _floats(value, name: str) -> tuple[float, ...]:
+    items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+    try:
+        out = tuple(float(str(v).strip()) for v in items if str(v).strip())
+    except ValueError:
+        raise ConfigError(f"Parameter {name!r} must be numbers separated by commas, got {value!r}.") from None
+    if not out:
+        raise ConfigError(f"Parameter {name!r} needs at least one value, got {value!r}.")
+    return out
+
+
+def finetune_cfg(params: FinetuneParams, study=None) -> FinetuneCfg:
+    """The protocol: explicit parameters, else the study's section settings, else the paper's."""
+    study = study or load_study(params.study)
+    from_study = study.sections["finetune"].params if "finetune" in study.sections else {}
+    paper = FinetuneCfg()
+
+    def pick(name, default):
+        value = getattr(params, name)
+        return from_study.get(name, default) if value in (None, "") else value
+
+    try:
+        return FinetuneCfg(
+            int(pick("steps", paper.steps)), params.batch_size, _floats(pick("lrs", paper.lrs), "lrs"),
+            _floats(pick("wds", paper.wds), "wds"), bool(params.augment),
+        )
+    except ValueError as err:
+        raise ConfigError(f"Fine-tune settings: {err}.") from None
+
+
+def state_path(weights_hash: str, dataset: str, cfg: FinetuneCfg, seed: int):
+    """Where one (model, dataset, protocol, seed) grid keeps its finished points."""
+    payload = json.dumps({"w": weights_hash, "d": dataset, "cfg": asdict(cfg), "seed": seed}, sort_keys=True)
+    return cache_dir("finetune") / f"{hashlib.sha256(payload.encode()).hexdigest()[:32]}.json"
+
+
+def run_finetune_section(params: FinetuneParams) -> FinetuneRun:
+    study = load_study(params.study)
+    cfg = finetune_cfg(params, study)
+    datasets = section_datasets(study, "finetune", params.dataset)
+    for name in datasets:
+        if get_dataset_spec(name).kind not in ("classification", "multilabel"):
+            raise ConfigError(f"Dataset {name!r} is a {get_dataset_spec(name).kind} task; fine-tune needs classification data.")
+    device = params.device or None
+    model = create_model(params.model, zoo=study.zoo, device=device)
+    stamp = RowStamp("finetune", model, params.seed, device)
+    protocol = {**asdict(cfg), "n_boot": params.n_boot, "carve_seed": 0}
+    rows, results = [], {}
+    bar = tqdm(total=len(datasets) * (len(cfg.grid) + 1), desc=f"finetune · {model.cfg.name}", file=sys.stdout,
+               mininterval=10)
+    for name in datasets:
+        start = time.perf_counter()
+        result = run_finetune(
+            model, name, cfg, seed=params.seed, state_path=state_path(model.weights_hash, name, cfg, params.seed),
+            n_boot=params.n_boot, device=device, root=params.data_root or None, download=params.download,
+            num_workers=params.num_workers, on_point=lambda _: bar.update(1),
+        )
+        bar.update(1 + result.resumed_points)
+        results[name] = result
+        rows.append(stamp.row(
+            dataset=name, metric=result.metric, value=result.test_score, ci_low=result.ci_low,
+            ci_high=result.ci_high, ci_method=f"bootstrap{params.n_boot} over test images" if params.n_boot else "",
+            train_split="train+val", eval_split="test", n_train=result.n_train, n_val=result.n_val,
+            n_eval=result.n_test, protocol_params=json.dumps(protocol, sort_keys=True),
+            hyperparams=json.dumps({"lr": result.best_lr, "wd": result.best_wd}),
+            selected_on=f"val ({result.val_source})", params_hash=params_hash(protocol),
+            wall_seconds=time.perf_counter() - start,
+            extra=json.dumps({"study": study.name, "source_top1": model.cfg.source_top1,
+                              "resumed_points": result.resumed_points, "grid": result.grid}),
+        ))
+    bar.close()
+    if params.results_path:
+        append_rows(params.results_path, rows)
+    return FinetuneRun(pd.DataFrame([asdict(r) for r in rows]), results)
+
+
+def grid_table(run: FinetuneRun) -> pd.DataFrame:
+    """Long table of validation score per (dataset, lr, wd) for the selection heatmaps."""
+    return pd.DataFrame([{"dataset": name, **point} for name, r in run.results.items() for point in r.grid])
