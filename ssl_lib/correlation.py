@@ -1,0 +1,173 @@
+"""Does source accuracy predict transfer? Per-setting scores correlated with ImageNet top-1.
+
+The paper's method (§4.6, A.7): Pearson r and Spearman rho across models between
+logit(ImageNet top-1) and a downstream score. Bounded metrics (accuracy, AP, mIoU, fraction of
+normals within a threshold) are logit-transformed; surface-normal errors are negated instead. A
+setting's score averages the logit accuracies over its datasets (Fig 1).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+
+import pandas as pd
+
+from .exceptions import ConfigError
+from .paper_tables import paper_table
+from .stats import correlation, correlation_ci, logit
+
+__all__ = [
+    "LOWER_IS_BETTER",
+    "RESULT_SETTINGS",
+    "to_score",
+    "paper_settings",
+    "paper_source_accuracy",
+    "results_settings",
+    "correlate",
+    "table9_correlations",
+    "table9_printed_row",
+]
+
+LOWER_IS_BETTER = frozenset({"sn_mean_err", "sn_median_err"})  # negated, not logit-transformed
+_TABLE9_CORRELATION_ROW = "Correlation to ImageNet"
+_TABLE9_PERCENT = ("ece_linear_unscaled", "ece_linear_scaled", "ece_finetune_unscaled", "ece_finetune_scaled",
+                   "attentive_diffusion")  # proportions in %, logit-transformed like accuracies
+
+# section of the results table -> setting of each of its rows (from the row's metric); None drops
+# the row. A new section is one entry, e.g. "detection": lambda m: "detection" if m == "AP50" else None.
+RESULT_SETTINGS: dict[str, Callable[[str], str | None]] = {
+    "linear": lambda metric: "linear",
+    "finetune": lambda metric: "finetune",
+    "fewshot": lambda metric: "fewshot_" + metric.split("-")[-1],  # "5way-20shot" -> "fewshot_20shot"
+}
+
+
+def to_score(values, metric: str, *, percent: bool = True):
+    """``values`` of ``metric`` on the correlation scale: negated if an error, else logit."""
+    return -values if metric in LOWER_IS_BETTER else logit(values, percent=percent)
+
+
+def _table(name: str) -> pd.DataFrame:
+    return paper_table(name).set_index("model")
+
+
+def _mean_logit(table: pd.DataFrame, columns: Sequence[str] | None = None) -> pd.Series:
+    """Average of the logit accuracies over datasets, skipping ``_ci`` columns."""
+    columns = columns if columns is not None else [c for c in table.columns if not c.endswith("_ci")]
+    return logit(table[list(columns)]).mean(axis=1)
+
+
+def paper_settings() -> pd.DataFrame:
+    """The paper's Fig 1 scores: one row per model, one column per setting, from the shipped tables.
+
+    Recognition settings average logit accuracies over datasets (50-shot Kornblith has 7 of the
+    10); detection is logit AP50, surface normals logit % within 11.25°, segmentation logit mIoU.
+    """
+    linear, cdfsl = _table("table1_linear"), _table("table8_fewshot_cdfsl_5s_50s")
+    dense, detection = _table("table5_dense"), _table("table4_detection_voc")
+    settings = {
+        "linear": _mean_logit(linear.drop(columns=["imagenet_top1", "avg"])),
+        "finetune": _mean_logit(_table("table1_finetune").drop(columns=["avg"])),
+        "fewshot_kornblith_5shot": _mean_logit(_table("table6_fewshot_kornblith_5w5s")),
+        "fewshot_kornblith_20shot": _mean_logit(_table("table2_fewshot_kornblith_5w20s")),
+        "fewshot_kornblith_50shot": _mean_logit(_table("table7_fewshot_kornblith_5w50s")),
+        "fewshot_cdfsl_5shot": _mean_logit(cdfsl, [c for c in cdfsl.columns if c.endswith("_5shot")]),
+        "fewshot_cdfsl_20shot": _mean_logit(_table("table3_fewshot_cdfsl_5w20s")),
+        "fewshot_cdfsl_50shot": _mean_logit(cdfsl, [c for c in cdfsl.columns if c.endswith("_50shot")]),
+        "detection_frozen": to_score(detection["frozen_AP50"], "AP50"),
+        "detection_finetune": to_score(detection["finetune_AP50"], "AP50"),
+        "surface_normals": to_score(dense["sn_within_11.25"], "sn_within_11.25"),
+        "segmentation": to_score(dense["seg_mean_iou"], "seg_mean_iou", percent=False),  # a fraction
+    }
+    return pd.DataFrame(settings).reindex(linear.index)
+
+
+def paper_source_accuracy() -> pd.Series:
+    """ImageNet linear top-1 (%) as reported by each model's authors (Table 1)."""
+    return _table("table1_linear")["imagenet_top1"]
+
+
+def _source_top1(extra) -> float | None:
+    return json.loads(extra).get("source_top1") if isinstance(extra, str) else None
+
+
+def results_settings(results: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
+    """This project's results as ``(settings, source top-1 %)``, shaped like :func:`paper_settings`.
+
+    Each row's setting comes from :data:`RESULT_SETTINGS` (unknown sections are ignored); the latest
+    row per (section, model, dataset, metric) wins, and NaN values (skipped settings) are left out
+    of the averages. The source accuracy is ``source_top1`` in the ``extra`` JSON.
+    """
+    key = ["section", "model", "dataset", "metric"]
+    absent = sorted({*key, "value", "created_utc", "extra"} - set(results.columns))
+    if absent:
+        raise ConfigError(f"The results table lacks columns {absent}; pass ssl_lib.results.read_results(path).")
+    rows = results.sort_values("created_utc", kind="stable").drop_duplicates(key, keep="last")
+    rows = rows.assign(setting=[RESULT_SETTINGS[s](m) if s in RESULT_SETTINGS else None
+                                for s, m in zip(rows["section"], rows["metric"])])
+    rows = rows.dropna(subset=["setting"])
+    if rows.empty:
+        raise ConfigError(f"The results table has no rows of a known section. Known: {', '.join(RESULT_SETTINGS)}.")
+    source = rows.assign(source=[_source_top1(e) for e in rows["extra"]]).dropna(subset=["source"])
+    source = source.groupby("model")["source"].last().astype(float)  # rows are sorted: the latest
+    missing = sorted(set(rows["model"]) - set(source.index))
+    if missing:
+        raise ConfigError(f"No source_top1 in the 'extra' column for models {missing}; "
+                          "drop their rows or re-run them with a zoo that records source_top1.")
+    value, is_error = rows["value"].astype(float), rows["metric"].isin(LOWER_IS_BETTER)
+    scored = rows.assign(score=(-value).where(is_error, logit(value)))  # as to_score, row by row
+    settings = scored.pivot_table(index="model", columns="setting", values="score", aggfunc="mean")
+    return settings, source.reindex(settings.index)
+
+
+def correlate(
+    settings: pd.DataFrame,
+    source: pd.Series,
+    *,
+    methods: Sequence[str] = ("pearson", "spearman"),
+    n_boot: int = 10000,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Correlation of logit(``source`` %) with each setting, with a bootstrap CI over models.
+
+    Returns one row per (setting, method): ``setting, method, r, ci_low, ci_high, n_models``.
+    Models missing from a setting (NaN) are left out of that setting only.
+    """
+    x_all = logit(source.astype(float))
+    out = []
+    for setting in settings.columns:
+        pair = pd.concat([x_all, settings[setting]], axis=1, join="inner").dropna()
+        if len(pair) < 3:
+            raise ConfigError(f"Setting {setting!r} has {len(pair)} models with a score and a source accuracy; "
+                              "a correlation needs at least 3. Drop that column first.")
+        x, y = pair.iloc[:, 0].to_numpy(), pair.iloc[:, 1].to_numpy()
+        for method in methods:
+            low, high = correlation_ci(x, y, method, n_boot=n_boot, seed=seed)
+            out.append({"setting": setting, "method": method, "r": correlation(x, y, method),
+                        "ci_low": low, "ci_high": high, "n_models": len(pair)})
+    return pd.DataFrame(out, columns=["setting", "method", "r", "ci_low", "ci_high", "n_models"])
+
+
+def _table9() -> pd.DataFrame:
+    return _table("table9_calibration_reconstruction_attention")
+
+
+def table9_printed_row() -> pd.Series:
+    """Table 9's last row as printed: Pearson r of each column with ImageNet accuracy."""
+    return _table9().loc[_TABLE9_CORRELATION_ROW]
+
+
+def table9_correlations(*, logit_percent: bool = True) -> pd.Series:
+    """Table 9's correlation row recomputed: Pearson r of logit(ImageNet top-1) with each column.
+
+    The percentage columns (ECE, attentive diffusion) are proportions and, like every bounded metric
+    in A.7, are logit-transformed; LPIPS and colour MSE are distances and stay raw. Only this reading
+    reproduces the printed row: raw ECE gives -0.79 and -0.58 where the paper prints -0.77 and
+    -0.59. ``logit_percent=False`` correlates the raw columns.
+    """
+    table = _table9().drop(index=_TABLE9_CORRELATION_ROW)
+    x = logit(paper_source_accuracy().reindex(table.index))
+    if logit_percent:
+        table = table.assign(**{c: logit(table[c]) for c in _TABLE9_PERCENT})
+    return table.apply(lambda column: correlation(x, column))
