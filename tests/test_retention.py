@@ -1,0 +1,180 @@
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import ssl_lib.evaluate.retention as R
+from ssl_lib.exceptions import ConfigError
+from ssl_lib.models import FeatureModel, ModelCfg, build_arch, create_model
+
+TINY = dict(channels=(8, 16), kernel_sizes=(3, 3), input_depth=8)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def mini(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ckpt") / "rand.pth"
+    torch.manual_seed(0)
+    torch.save({"state_dict": build_arch("mini_resnet").state_dict()}, path)
+    return create_model(f"file:{path}?arch=mini_resnet")
+
+
+class _Pixels(nn.Module):
+    """An 'identity-like' backbone: its feature map is the normalised image, downsampled 2x."""
+
+    feature_dim = 3 * 16 * 16
+
+    def forward_features(self, x):
+        return F.avg_pool2d(x, 2)
+
+    def forward(self, x):
+        return self.forward_features(x).flatten(1)
+
+
+@pytest.fixture(scope="module")
+def pixels():
+    cfg = ModelCfg(name="pixels", zoo="file", arch="pixels", weights="none", mean=(0.5,) * 3, std=(0.25,) * 3,
+                   input_size=32)
+    return FeatureModel(_Pixels(), cfg, weights_hash="none").eval()
+
+
+def _images(n=2, seed=0):
+    """Smooth random images: a 4x4 colour grid upsampled to 32 px."""
+    g = torch.Generator().manual_seed(seed)
+    return F.interpolate(torch.rand(n, 3, 4, 4, generator=g), size=32, mode="bilinear", align_corners=False)
+
+
+def test_feature_map_is_the_unpooled_last_stage(mini):
+    x = _images(2)
+    fmap = R.feature_map(mini, x)
+    assert fmap.shape == (2, 256, 2, 2)
+    torch.testing.assert_close(fmap.mean(dim=(2, 3)), mini(x))  # pooling it gives the model's features
+
+
+def test_feature_map_of_torchvision_resnet50():
+    cfg = ModelCfg(name="r50", zoo="file", arch="resnet50", weights="none")
+    model = FeatureModel(build_arch("resnet50"), cfg, weights_hash="none").eval()
+    with torch.no_grad():
+        x = torch.rand(1, 3, 64, 64)
+        fmap = R.feature_map(model, x)
+        assert fmap.shape == (1, 2048, 2, 2)
+        torch.testing.assert_close(fmap.mean(dim=(2, 3)), model(x))
+
+
+def test_unknown_backbone_says_how_to_register_one():
+    cfg = ModelCfg(name="x", zoo="file", arch="x", weights="none")
+    backbone = nn.Linear(3, 3)
+    backbone.feature_dim = 3
+    with pytest.raises(ConfigError, match="register_feature_map"):
+        R.feature_map(FeatureModel(backbone, cfg, weights_hash="none"), torch.rand(1, 3, 8, 8))
+
+
+def test_inversion_through_an_identity_like_feature_map_reconstructs_the_image(pixels):
+    x = _images(1)
+    start = R.invert(pixels, x, steps=0)
+    recon = R.invert(pixels, x, steps=40)
+    assert recon.shape == x.shape and 0 <= recon.min() and recon.max() <= 1
+    before, after = F.mse_loss(start, x).item(), F.mse_loss(recon, x).item()
+    assert after < 0.3 * before
+
+
+def test_invert_is_deterministic_and_batching_does_not_change_results(mini):
+    x = _images(3)
+    gen = lambda: R.SkipGenerator(**TINY)  # noqa: E731
+    a = R.invert(mini, x, steps=5, seed=1, generator=gen)
+    assert torch.equal(a, R.invert(mini, x, steps=5, seed=1, generator=gen))
+    assert not torch.equal(a, R.invert(mini, x, steps=5, seed=2, generator=gen))
+    single = R.invert(mini, x[1], steps=5, seed=1, generator=gen)
+    assert single.shape == (3, 32, 32)
+    torch.testing.assert_close(single, a[1], atol=1e-4, rtol=0)
+
+
+def test_invert_leaves_the_global_rng_alone(mini):
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    R.invert(mini, _images(1), steps=1, generator=lambda: R.SkipGenerator(**TINY))
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_invert_refuses_a_model_in_training_mode(mini):
+    mini.train()
+    try:
+        with pytest.raises(ValueError, match="model.eval"):
+            R.invert(mini, _images(1), steps=1)
+    finally:
+        mini.eval()
+
+
+def test_colour_mse_by_hand():
+    x = torch.rand(2, 3, 8, 8) * 0.9
+    shifted = x.clone()
+    shifted[:, 0] += 10 / 255
+    np.testing.assert_allclose(R.colour_mse(x, shifted), [[100, 0, 0]] * 2, atol=1e-3)
+    u8 = (x * 255).round().to(torch.uint8)
+    u8_shifted = u8.clone()
+    u8_shifted[1] += 2  # every channel off by 2 in image 1
+    np.testing.assert_allclose(R.colour_mse(u8, u8_shifted), [[0, 0, 0], [4, 4, 4]], atol=1e-9)
+    assert R.colour_mse(u8[0], u8_shifted[0]).shape == (3,)
+
+
+def test_float_images_outside_unit_range_are_refused():
+    with pytest.raises(ValueError, match="Divide 0-255 data by 255"):
+        R.colour_mse(torch.full((3, 4, 4), 200.0), torch.zeros(3, 4, 4))
+
+
+def test_perceptual_distance_is_zero_symmetric_and_monotone():
+    x = _images(2)
+    g = torch.Generator().manual_seed(0)
+    noise = torch.randn(x.shape, generator=g)
+    mild, strong = (x + 0.05 * noise).clamp(0, 1), (x + 0.3 * noise).clamp(0, 1)
+    np.testing.assert_array_equal(R.perceptual_distance(x, x), [0, 0])
+    np.testing.assert_allclose(R.perceptual_distance(x, mild), R.perceptual_distance(mild, x), rtol=1e-5)
+    assert np.all(R.perceptual_distance(x, mild) < R.perceptual_distance(x, strong))
+    fresh = R.RandomPerceptualDistance(seed=0)  # same seed, same network
+    np.testing.assert_allclose(R.perceptual_distance(x, strong, net=fresh), R.perceptual_distance(x, strong))
+
+
+def test_unknown_perceptual_net_names_the_known_ones():
+    with pytest.raises(KeyError, match="random-vgg"):
+        R.perceptual_distance(_images(1), _images(1), net="lpisp-alex")
+
+
+def test_retention_table_columns(mini):
+    x = (_images(2) * 255).to(torch.uint8)
+    table, recon = R.retention_table(mini, x, steps=2, generator=lambda: R.SkipGenerator(**TINY))
+    assert recon.shape == (2, 3, 32, 32)
+    assert list(table.columns) == [
+        "image", "mse_red", "mse_green", "mse_blue", "perceptual", "perceptual_net",
+        "feature_mse_start", "feature_mse", "model", "steps", "seed",
+    ]
+    assert (table.perceptual_net == "random-vgg").all() and table.model.iloc[0].startswith("file:")
+    np.testing.assert_allclose(table[["mse_red", "mse_green", "mse_blue"]], R.colour_mse(x, recon))
+
+
+def test_attribute_probe_separates_linear_signal_from_noise():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 20))
+    assert R.attribute_probe(X, X @ rng.normal(size=20) + 0.05 * rng.normal(size=200)) > 0.95
+    assert R.attribute_probe(X, rng.normal(size=200)) < 0.1
+    with pytest.raises(ValueError, match="one attribute at a time"):
+        R.attribute_probe(X, X[:, :2])
+
+
+def test_image_attributes_of_a_bright_square():
+    images = torch.zeros(2, 3, 32, 32)
+    images[0, :, 4:10, 20:26] = 1.0  # white square centred at row 6.5, column 22.5
+    images[1, 0] = 1.0  # pure red, no object
+    attrs = R.image_attributes(images)
+    assert attrs.centroid_x[0] == pytest.approx(22.5 / 31) and attrs.centroid_y[0] == pytest.approx(6.5 / 31)
+    assert attrs.mean_red[0] == pytest.approx(36 / 1024) and attrs.saturation[0] == 0
+    assert attrs.mean_red[1] == 1 and attrs.mean_green[1] == 0 and attrs.saturation[1] == 1
+    assert np.isnan(attrs.centroid_x[1])  # a uniform image has no object
