@@ -50,9 +50,11 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/bench_linear.py
 	$(PY) bench/bench_features.py
+	$(PY) bench/bench_fewshot.py
+	$(PY) bench/bench_fewshot.py --dim 256 --n-classes 10 --per-class 400
 
-models: $(STAMP)
-	$(PY) -m ssl_lib.pretrain --all --out ssl_lib/zoo/mini
+models: $(STAMP)  # retrain every checkpoint (resume an interrupted run without --force)
+	$(PY) -m ssl_lib.pretrain --all --force --out ssl_lib/zoo/mini
 
 clean:
 	rm -rf book/_build book/results book/_toc.yml

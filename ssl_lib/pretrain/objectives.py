@@ -219,13 +219,17 @@ class MoCoV2(Objective):
 
     def __init__(
         self, backbone, num_classes, temperature: float = 0.2, momentum: float = 0.99,
-        queue_size: int = 4096, proj_dim: int = 128, bn_chunks: int = 4, seed: int = 0,
+        queue_size: int = 4096, proj_dim: int = 128, bn_chunks: int = 4, seed: int | None = None,
     ) -> None:
         super().__init__(backbone, num_classes)
         self.temperature, self.momentum, self.bn_chunks = temperature, momentum, bn_chunks
         self.projector = mlp((self.dim, self.dim, proj_dim), batch_norm=False)
         self.key_backbone = _frozen_copy(backbone)
         self.key_projector = _frozen_copy(self.projector)
+        # The queue and shuffle generator follow the recipe's seed: build_objective seeds the
+        # global RNG before constructing heads, so the default draws from it.
+        if seed is None:
+            seed = int(torch.randint(2**31 - 1, ()))
         g = torch.Generator().manual_seed(seed)
         self.register_buffer("queue", F.normalize(torch.randn(queue_size, proj_dim, generator=g), dim=1))
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))

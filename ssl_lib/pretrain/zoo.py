@@ -69,12 +69,15 @@ def build_model(name: str, recipe: Recipe, source: dict, out: Path, *, force: bo
     path = out / f"{name}.pth"
     previous = read_manifest(out).get(name, {})
     train_seconds = previous.get("train_seconds")
-    if path.exists() and not force:
+    stale = previous.get("recipe") not in (None, recipe.to_dict())
+    if path.exists() and not force and not stale:
         if previous.get("sha256") == sha256_file(path) and previous.get("source_top1") is not None:
             print(f"[{name}] exists, skipping (use --force to retrain)")
             return previous
         print(f"[{name}] exists without a manifest entry; probing it")
     else:
+        if stale and not force:
+            print(f"[{name}] the recipe changed since this checkpoint was trained; retraining")
         images, labels = source["train"]
         start = time.perf_counter()
         backbone, losses = pretrain(
