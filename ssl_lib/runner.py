@@ -22,7 +22,7 @@ import yaml
 from .models import get_model_cfg
 from .models._mini import MINI_ZOO_DIR
 from .paths import atomic_path, repo_root
-from .study import SECTION_TITLES, Study, load_study
+from .study import SECTIONS, Study, load_study
 
 __all__ = ["Run", "plan_runs", "run_study", "write_toc", "library_fingerprint"]
 
@@ -62,17 +62,22 @@ def _slug(name: str) -> str:
 
 
 def plan_runs(study: Study, out_dir: Path, results_path: Path) -> list[Run]:
+    """Per-model sections: one run per model, then the summary; study-level sections: one run."""
     root = repo_root()
     runs = []
     for section, cfg in study.sections.items():
+        common = {"study": str(study.path), "results_path": str(results_path)}
+        if not SECTIONS[section].per_model:
+            runs.append(Run(section, None, root / "notebooks" / f"{section}.ipynb",
+                            out_dir / section / f"{SUMMARY}.ipynb", {**common, "seed": study.seed, **cfg.params}))
+            continue
         for model in study.models:
-            params = {"study": str(study.path), "model": model, "seed": study.seed,
-                      "results_path": str(results_path), **cfg.params}
+            params = {**common, "model": model, "seed": study.seed, **cfg.params}
             runs.append(Run(section, model, root / "notebooks" / f"{section}.ipynb",
-                            out_dir / section / f"{_slug(model)}.ipynb", params, f"{SECTION_TITLES[section]}: {model}"))
+                            out_dir / section / f"{_slug(model)}.ipynb", params,
+                            f"{SECTIONS[section].title}: {model}"))
         runs.append(Run(section, None, root / "notebooks" / f"{section}_summary.ipynb",
-                        out_dir / section / f"{SUMMARY}.ipynb",
-                        {"study": str(study.path), "results_path": str(results_path)}, ""))
+                        out_dir / section / f"{SUMMARY}.ipynb", common, ""))
     return runs
 
 
@@ -177,6 +182,8 @@ def run_study(
     from papermill.exceptions import PapermillExecutionError
 
     study = load_study(study_name)
+    for section in sections:
+        study.section(section)  # one line naming the study's sections if misspelt
     book_dir = Path(book_dir) if book_dir else repo_root() / "book"
     out_dir = Path(out_dir) if out_dir else book_dir / "results"
     results_path = out_dir / "results.csv"
@@ -196,8 +203,8 @@ def run_study(
             log(f"{prefix}: skipped, {reason}")
             continue
         digest = input_hash(run, study, library)
-        if run.model is None:  # summaries depend on every result row
-            digest = hashlib.sha256((digest + _results_digest(results_path, run.section)).encode()).hexdigest()
+        if run.model is None and SECTIONS[run.section].reads:  # pages over result rows
+            digest = hashlib.sha256((digest + _results_digest(results_path, SECTIONS[run.section].reads)).encode()).hexdigest()
         if not force and _recorded_hash(run.output) == digest:
             log(f"{prefix}: up to date")
             continue
@@ -219,12 +226,13 @@ def run_study(
     return 0
 
 
-def _results_digest(path: Path, section: str) -> str:
-    """Hash of the section's rows (and the linear rows, which the fine-tune page plots against)."""
+def _results_digest(path: Path, sections: tuple[str, ...]) -> str:
+    """Hash of the result rows of ``sections`` (``"*"``: all rows)."""
     from .results import read_results
 
     if not path.exists():
         return ""
     rows = read_results(path)
-    rows = rows[rows.section.isin({section, "linear"})]
+    if "*" not in sections:
+        rows = rows[rows.section.isin(sections)]
     return hashlib.sha256(rows.to_csv(index=False).encode()).hexdigest()

@@ -11,10 +11,34 @@ from ._registry import unknown_name_message
 from .exceptions import ConfigError, UnknownNameError
 from .paths import repo_root
 
-__all__ = ["Study", "SectionCfg", "load_study", "find_study_file", "SECTIONS", "SECTION_TITLES"]
+__all__ = ["Study", "SectionCfg", "SectionInfo", "load_study", "find_study_file", "SECTIONS"]
 
-SECTIONS = ("linear", "finetune", "fewshot")  # sections with a notebook; grows as sections land
-SECTION_TITLES = {"linear": "Linear", "finetune": "Fine-tune", "fewshot": "Few-shot"}
+
+@dataclass(frozen=True)
+class SectionInfo:
+    """How the runner treats a section.
+
+    A *per-model* section runs ``notebooks/<name>.ipynb`` once per model, then
+    ``<name>_summary.ipynb`` over the result rows; a study-level section runs ``<name>.ipynb`` once
+    for the whole study. ``reads`` lists the sections whose result rows a page depends on (a change
+    there re-runs it); ``"*"`` means every section.
+    """
+
+    title: str
+    per_model: bool = True
+    reads: tuple[str, ...] = ()
+
+
+# The report's order. Grows as sections land.
+SECTIONS: dict[str, SectionInfo] = {
+    "linear": SectionInfo("Linear", reads=("linear",)),
+    "finetune": SectionInfo("Fine-tune", reads=("finetune", "linear")),
+    "fewshot": SectionInfo("Few-shot", reads=("fewshot",)),
+    "invariances": SectionInfo("Invariances", per_model=False, reads=("linear",)),
+    "retention": SectionInfo("Retention", per_model=False),
+    "correlation": SectionInfo("Correlation", per_model=False, reads=("*",)),
+    "scorecard": SectionInfo("Scorecard", per_model=False, reads=("*",)),
+}
 
 
 @dataclass(frozen=True)
@@ -36,7 +60,7 @@ class Study:
 
     def section(self, name: str) -> SectionCfg:
         if name not in self.sections:
-            raise UnknownNameError(unknown_name_message(f"section of study {self.name!r}", name, list(self.sections)))
+            raise UnknownNameError(unknown_name_message("section", name, list(self.sections), f"(study {self.name!r})"))
         return self.sections[name]
 
 

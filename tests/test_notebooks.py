@@ -18,7 +18,8 @@ from ssl_lib.sections import SECTION_PARAMS
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = sorted((ROOT / "notebooks").glob("*.py"))
-SCHEMA = {"linear": "linear", "finetune": "finetune", "fewshot": "fewshot",
+SCHEMA = {"linear": "linear", "finetune": "finetune", "fewshot": "fewshot", "correlation": "correlation",
+          "invariances": "invariances", "retention": "retention", "scorecard": "scorecard",
           "linear_summary": "summary", "finetune_summary": "summary", "fewshot_summary": "summary"}
 
 
@@ -143,3 +144,34 @@ def test_bad_parameters_fail_with_one_line(args, message, tmp_path):
     assert len(errors) == 1
     assert message in errors[0]["evalue"]
     assert len(errors[0]["traceback"]) == 1, "expected a one-line error, not a traceback"
+
+
+@pytest.mark.slow
+def test_invariances_notebook_runs_and_records_rows(checkpoint, tmp_path):
+    import pandas as pd
+
+    results = tmp_path / "results.csv"
+    proc, out = _papermill(["-p", "models", checkpoint, "-p", "n_images", "16", "-p", "n_reference", "64",
+                            "-p", "k", "2", "-p", "transforms", "hue,rotation", "-p", "results_path", str(results)],
+                           tmp_path, "invariances")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    html, pngs = _html_and_pngs(out)
+    assert "16 images" in html and pngs
+    rows = pd.read_csv(results)
+    assert sorted(rows.metric) == ["cosine:hue", "cosine:rotation", "mahalanobis:hue", "mahalanobis:rotation"]
+    assert rows[rows.metric.str.startswith("cosine")].value.between(-1, 1).all()
+
+
+@pytest.mark.slow
+def test_retention_notebook_runs_and_records_rows(checkpoint, tmp_path):
+    import pandas as pd
+
+    results = tmp_path / "results.csv"
+    proc, out = _papermill(["-p", "models", checkpoint, "-p", "dataset", "mini-colour", "-p", "steps", "5",
+                            "-p", "results_path", str(results)], tmp_path, "retention")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    html, pngs = _html_and_pngs(out)
+    assert "5 inversion steps" in html and len(pngs) == 2  # reconstructions and probes
+    rows = pd.read_csv(results).set_index("metric")
+    assert {"colour_mse_mean", "perceptual_random-vgg", "probe_r2:mean_red", "probe_r2:centroid_x"} <= set(rows.index)
+    assert 0 < rows.loc["colour_mse_mean", "value"] < 255**2

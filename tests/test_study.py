@@ -36,10 +36,12 @@ def test_bad_study_files_fail_with_one_line(tmp_path):
 
 def test_plan_has_one_run_per_section_and_model_and_a_summary(tmp_path):
     study = load_study("mini")
-    assert list(study.sections) == ["linear", "finetune", "fewshot"]
+    assert list(study.sections)[:3] == ["linear", "finetune", "fewshot"] and "correlation" in study.sections
     runs = plan_runs(study, tmp_path, tmp_path / "results.csv")
-    for section in study.sections:
+    for section in ("linear", "finetune", "fewshot"):
         assert [r.model for r in runs if r.section == section] == [*study.models, None]
+    assert [r.model for r in runs if r.section == "correlation"] == [None]
+    assert [r.section for r in runs[-2:]] == ["correlation", "scorecard"]  # they read every other section's rows
     assert runs[0].parameters["model"] == "supervised" and runs[0].parameters["solver"] == "torch"
     fewshot = next(r for r in runs if r.section == "fewshot")
     assert fewshot.notebook.name == "fewshot.ipynb" and fewshot.title == "Few-shot: supervised"
@@ -55,7 +57,8 @@ def test_run_study_executes_records_and_then_skips(tmp_path):
     study_file.write_text(yaml.safe_dump({
         "name": "tiny", "zoo": "mini", "models": [f"file:{ckpt}?arch=mini_resnet"],
         "sections": {"linear": {"datasets": ["mini-digits"], "params": {"n_boot": 0}},
-                     "fewshot": {"datasets": ["mini-digits"], "params": {"shots": "5", "n_episodes": 20}}},
+                     "fewshot": {"datasets": ["mini-digits"], "params": {"shots": "5", "n_episodes": 20}},
+                     "correlation": {"params": {"n_boot": 100}}},
     }))
     book = tmp_path / "book"
     logs = []
@@ -65,13 +68,14 @@ def test_run_study_executes_records_and_then_skips(tmp_path):
     rows = pd.read_csv(book / "results" / "results.csv")
     assert sorted(rows.section) == ["fewshot", "linear"] and set(rows.dataset) == {"mini-digits"}
     toc = yaml.safe_load((book / "_toc.yml").read_text())
-    assert [c["file"] for c in toc["chapters"][1:3]] == ["results/linear/summary", "results/fewshot/summary"]
+    assert [c["file"] for c in toc["chapters"][1:4]] == ["results/linear/summary", "results/fewshot/summary",
+                                                         "results/correlation/summary"]
     page = nbformat.read(book / "results" / "linear" / outputs[0], as_version=4)
     assert any(c.source.startswith("# Linear: file:") for c in page.cells if c.cell_type == "markdown")
 
     logs.clear()
     assert run_study(study_file, book_dir=book, out_dir=book / "results", log=logs.append) == 0
-    assert sum("up to date" in line for line in logs) == 4, logs
+    assert sum("up to date" in line for line in logs) == 5, logs
 
 
 def test_cli_lists_and_fails_with_one_line():
@@ -84,4 +88,5 @@ def test_cli_lists_and_fails_with_one_line():
     assert bad.returncode == 2
     assert bad.stderr.strip().count("\n") == 0 and "Unknown study" in bad.stderr
     dry = run("run", str(ROOT / "params" / "paper.yaml"), "--dry-run")
-    assert dry.returncode == 0 and "15 runs" in dry.stdout and "linear/swav" in dry.stdout
+    # 14 models x (linear, finetune, fewshot) + 3 summaries + correlation + scorecard
+    assert dry.returncode == 0 and "47 runs" in dry.stdout and "fewshot/swav" in dry.stdout

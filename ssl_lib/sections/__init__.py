@@ -1,15 +1,23 @@
 """One module per book section: its notebook parameters and the run for one model."""
 
 from .._registry import Registry
+from .correlation import CorrelationParams
 from .fewshot import FewShotParams
 from .finetune import FinetuneParams
+from .invariances import InvariancesParams
 from .linear import LinearParams
+from .retention import RetentionParams
+from .scorecard import ScorecardParams
 from .summary import SummaryParams
 
-__all__ = ["SECTION_PARAMS", "FewShotParams", "FinetuneParams", "LinearParams", "SummaryParams"]
+__all__ = ["SECTION_PARAMS", "CorrelationParams", "FewShotParams", "FinetuneParams", "InvariancesParams", "LinearParams", "RetentionParams", "ScorecardParams", "SummaryParams"]
 
 SECTION_PARAMS: Registry[type] = Registry("section")
 SECTION_PARAMS.add("linear", LinearParams)
 SECTION_PARAMS.add("finetune", FinetuneParams)
 SECTION_PARAMS.add("fewshot", FewShotParams)
+SECTION_PARAMS.add("invariances", InvariancesParams)
+SECTION_PARAMS.add("retention", RetentionParams)
+SECTION_PARAMS.add("correlation", CorrelationParams)
+SECTION_PARAMS.add("scorecard", ScorecardParams)
 SECTION_PARAMS.add("summary", SummaryParams)

@@ -11,7 +11,7 @@ from ..provenance import environment, utc_now
 from ..results import ResultRow
 from ..study import Study
 
-__all__ = ["section_datasets", "RowStamp", "parse_int_list"]
+__all__ = ["section_datasets", "RowStamp", "parse_int_list", "split_names"]
 
 
 def section_datasets(study: Study, section: str, dataset: str) -> list[str]:
@@ -20,6 +20,11 @@ def section_datasets(study: Study, section: str, dataset: str) -> list[str]:
     for name in names:
         get_dataset_spec(name)
     return names
+
+
+def split_names(value: str) -> list[str]:
+    """``"a, b"`` → ``["a", "b"]`` (model specs contain no commas)."""
+    return [v.strip() for v in str(value).split(",") if v.strip()]
 
 
 def parse_int_list(value, name: str) -> list[int]:

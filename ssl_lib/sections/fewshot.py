@@ -105,7 +105,8 @@ def run_fewshot_section(params: FewShotParams) -> FewShotRun:
             )
             reason = shortfall(labels, cfg)
             if reason is not None:
-                rows.append(stamp.row(value=math.nan, extra=json.dumps({"study": study.name, "skipped": reason}),
+                rows.append(stamp.row(value=math.nan, extra=json.dumps({"study": study.name, "source_top1": model.cfg.source_top1,
+                                                        "skipped": reason}),
                                       wall_seconds=0.0, **common))
                 continue
             fit_start = time.perf_counter()

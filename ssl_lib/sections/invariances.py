@@ -1,0 +1,99 @@
+"""The invariances section (the follow-up paper): how much each model's features change under
+synthetic transformations, and whether that predicts transfer. Study-level: all models at once."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass
+
+import pandas as pd
+from tqdm import tqdm
+
+from ..evaluate.invariance import APPEARANCE, SPATIAL, TRANSFORMS, invariance_profile, sample_images
+from ..models import create_model
+from ..results import append_rows, params_hash, read_results
+from ..study import load_study
+from ._common import RowStamp, split_names
+
+__all__ = ["InvariancesParams", "PROTOCOL", "run_invariances", "transfer_table"]
+
+PROTOCOL = {
+    "measure": "mean cosine similarity of whitened features, clean vs transformed (1 = invariant)",
+    "whitening": "mean and inverse-covariance Cholesky factor of the reference images' features (ridge 1e-4)",
+    "distance": "Mahalanobis distance between clean and transformed features (0 = invariant)",
+    "images": "drawn with replacement with a seeded generator, as the follow-up's code",
+}
+
+
+@dataclass(frozen=True)
+class InvariancesParams:
+    """Parameters of ``notebooks/invariances.ipynb``."""
+
+    study: str = "mini"
+    models: str = "all"  # "all" (the study's models) or a comma-separated list of model specs
+    dataset: str = "mini-source"  # where the probe images come from (the source domain)
+    split: str = "test"
+    n_images: int = 1000  # the follow-up's code: 1000 images
+    reference_split: str = "val"  # whitening statistics come from this split's images
+    n_reference: int = 1000
+    k: int = 8  # magnitudes per transform (2 for binary ones); the code used 256
+    transforms: str = "all"  # "all" or a comma-separated list of names
+    seed: int = 0
+    results_path: str = ""  # rows are appended here; linear rows are read from it for the transfer plot
+    device: str = ""
+    batch_size: int = 256
+
+
+def run_invariances(params: InvariancesParams) -> pd.DataFrame:
+    """The profile (model, transform, magnitude, cosine, mahalanobis) of every model; rows recorded."""
+    study = load_study(params.study)
+    models = list(study.models) if params.models == "all" else split_names(params.models)
+    names = list(TRANSFORMS) if params.transforms == "all" else split_names(params.transforms)
+    for name in names:
+        TRANSFORMS.get(name)
+    images = sample_images(params.dataset, params.split, params.n_images, seed=params.seed)
+    reference = sample_images(params.dataset, params.reference_split, params.n_reference, seed=params.seed + 1)
+    device = params.device or None
+    protocol = {"dataset": params.dataset, "split": params.split, "n_images": params.n_images, "k": params.k,
+                "reference": f"{params.reference_split}:{params.n_reference}", "image_seed": params.seed}
+    profiles, rows = [], []
+    for spec in tqdm(models, desc="invariances", file=sys.stdout, mininterval=10):
+        model = create_model(spec, zoo=study.zoo, device=device)
+        start = time.perf_counter()
+        profile = invariance_profile(model, images, names, reference_images=reference, k=params.k,
+                                     batch_size=params.batch_size, device=device)
+        seconds = time.perf_counter() - start
+        profiles.append(profile.assign(model=model.cfg.name))
+        stamp = RowStamp("invariances", model, params.seed, device)
+        means = profile.groupby("transform", sort=False)[["cosine", "mahalanobis"]].mean()
+        for transform, m in means.iterrows():
+            for measure in ("cosine", "mahalanobis"):
+                rows.append(stamp.row(
+                    dataset=params.dataset, metric=f"{measure}:{transform}", value=float(m[measure]),
+                    eval_split=params.split, n_eval=params.n_images,
+                    protocol_params=json.dumps(protocol, sort_keys=True),
+                    params_hash=params_hash(protocol), selected_on="(no hyperparameters)",
+                    wall_seconds=seconds / len(means),
+                    extra=json.dumps({"study": study.name, "source_top1": model.cfg.source_top1,
+                                      "group": TRANSFORMS.get(transform).group}),
+                ))
+    if params.results_path:
+        append_rows(params.results_path, rows)
+    out = pd.concat(profiles, ignore_index=True)
+    out["group"] = out["transform"].map(lambda n: TRANSFORMS.get(n).group)
+    return out
+
+
+def transfer_table(params: InvariancesParams) -> pd.DataFrame:
+    """The study's linear results (model, dataset, value) for the invariance-vs-transfer analysis."""
+    if not params.results_path:
+        return pd.DataFrame(columns=["model", "dataset", "value"])
+    rows = read_results(params.results_path)
+    rows = rows[(rows.section == "linear") & rows.model.isin(load_study(params.study).models)]
+    rows = rows.sort_values("created_utc").drop_duplicates(["model", "dataset", "metric"], keep="last")
+    return rows[["model", "dataset", "value"]]
+
+
+GROUPS = {"spatial": SPATIAL, "appearance": APPEARANCE}

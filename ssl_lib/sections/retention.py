@@ -1,0 +1,117 @@
+"""The retention section: what frozen features keep about the image. Study-level.
+
+Two readouts: feature inversion (reconstruct an image from its last-stage feature map with a
+Deep Image Prior, then measure per-channel colour error and a perceptual distance, as the
+paper's §4.9 and Table 9) and linear probes (cross-validated R² of a ridge regression from
+pooled features to colour and position attributes of source-domain images).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from ..data import open_split
+from ..evaluate.invariance import sample_images
+from ..evaluate.retention import PERCEPTUAL_NETS, attribute_probe, image_attributes, retention_table
+from ..features import get_features
+from ..models import create_model
+from ..results import append_rows, params_hash
+from ..study import load_study
+from ._common import RowStamp, section_datasets, split_names
+
+__all__ = ["RetentionParams", "RetentionRun", "PROTOCOL", "run_retention"]
+
+PROTOCOL = {
+    "inversion": "Deep Image Prior: a small skip generator from fixed seeded noise, Adam lr 1e-3, "
+                 "matching the frozen last-stage feature map (MSE)",
+    "colour error": "per-channel MSE between image and reconstruction, 0-255 units (Table 9's)",
+    "perceptual": "LPIPS-style distance through a fixed random-init network (random-vgg), "
+                  "not LPIPS: LPIPS needs downloaded weights",
+    "probes": "ridge regression from pooled features, 5-fold cross-validated R² (seeded folds)",
+}
+
+
+@dataclass(frozen=True)
+class RetentionParams:
+    """Parameters of ``notebooks/retention.ipynb``."""
+
+    study: str = "mini"
+    models: str = "all"  # "all" (the study's models) or a comma-separated list of model specs
+    dataset: str = "all"  # images to invert: one per dataset of the section ("all") or one dataset
+    images_per_dataset: int = 1  # the paper: one image from each of its 15 datasets
+    steps: int = 3000  # inversion steps (the paper: 3000)
+    perceptual_net: str = "random-vgg"  # random-vgg | lpips-alex | lpips-vgg | lpips-squeeze (downloads)
+    probe_dataset: str = "mini-source"  # images whose attributes the probes read out
+    probe_split: str = "test"
+    seed: int = 0
+    results_path: str = ""
+    device: str = ""
+
+
+@dataclass
+class RetentionRun:
+    table: pd.DataFrame  # one row per model and image
+    probes: pd.DataFrame  # one row per model and attribute
+    images: torch.Tensor  # the originals
+    reconstructions: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+def _inversion_images(params: RetentionParams, study) -> tuple[torch.Tensor, list[str]]:
+    names = section_datasets(study, "retention", params.dataset)
+    images = [sample_images(name, "test", params.images_per_dataset, seed=params.seed) for name in names]
+    labels = [name for name in names for _ in range(params.images_per_dataset)]
+    return torch.cat(images), labels
+
+
+def run_retention(params: RetentionParams) -> RetentionRun:
+    PERCEPTUAL_NETS.get(params.perceptual_net)
+    study = load_study(params.study)
+    models = list(study.models) if params.models == "all" else split_names(params.models)
+    images, sources = _inversion_images(params, study)
+    probe_data = open_split(params.probe_dataset, params.probe_split)
+    attributes = image_attributes(probe_data.images)
+    device = params.device or None
+    protocol = {"steps": params.steps, "perceptual_net": params.perceptual_net, "images": sources,
+                "probe": f"{params.probe_dataset}/{params.probe_split}", "seed": params.seed}
+    tables, probes, recons, rows = [], [], {}, []
+    for spec in tqdm(models, desc="retention", file=sys.stdout, mininterval=10):
+        model = create_model(spec, zoo=study.zoo)
+        start = time.perf_counter()
+        result = retention_table(model, images, steps=params.steps, seed=params.seed, net=params.perceptual_net)
+        name = model.cfg.name
+        tables.append(result.table.assign(model=name, dataset=sources))
+        recons[name] = result.reconstructions
+        feats = get_features(model, params.probe_dataset, params.probe_split, device=device, progress=False)
+        r2 = {attr: attribute_probe(feats.features, attributes[attr].to_numpy(), seed=params.seed)
+              for attr in attributes.columns}
+        probes.append(pd.DataFrame({"model": name, "attribute": list(r2), "r2": list(r2.values())}))
+        seconds = time.perf_counter() - start
+        stamp = RowStamp("retention", model, params.seed, device)
+        t = result.table
+        values = {"colour_mse_red": t.mse_red.mean(), "colour_mse_green": t.mse_green.mean(),
+                  "colour_mse_blue": t.mse_blue.mean(),
+                  "colour_mse_mean": float(np.mean([t.mse_red.mean(), t.mse_green.mean(), t.mse_blue.mean()])),
+                  f"perceptual_{params.perceptual_net}": t.perceptual.mean(),
+                  **{f"probe_r2:{a}": v for a, v in r2.items()}}
+        for metric, value in values.items():
+            probe = metric.startswith("probe_r2")
+            rows.append(stamp.row(
+                dataset=params.probe_dataset if probe else ",".join(dict.fromkeys(sources)), metric=metric,
+                value=float(value), eval_split=params.probe_split if probe else "test",
+                n_eval=len(attributes) if probe else len(images),
+                protocol_params=json.dumps(protocol, sort_keys=True), params_hash=params_hash(protocol),
+                selected_on="(ridge alpha by inner CV)" if probe else "(no hyperparameters)",
+                feature_cache_key=feats.key if probe else "", wall_seconds=seconds / len(values),
+                extra=json.dumps({"study": study.name, "source_top1": model.cfg.source_top1}),
+            ))
+    if params.results_path:
+        append_rows(params.results_path, rows)
+    return RetentionRun(pd.concat(tables, ignore_index=True), pd.concat(probes, ignore_index=True), images, recons)
