@@ -126,7 +126,7 @@ def test_unset_grid_parameters_take_the_study_setting_then_the_papers():
     from ssl_lib.sections.finetune import FinetuneParams, finetune_cfg
 
     mini = finetune_cfg(FinetuneParams(study="mini"))
-    assert (mini.steps, mini.lrs, mini.wds) == (100, (0.1, 0.01), (0.0,))
+    assert (mini.steps, mini.lrs, mini.wds) == (50, (0.1, 0.01), (0.0,))
     explicit = finetune_cfg(FinetuneParams(study="mini", steps=7, lrs="0.5", wds="0,1e-4"))
     assert (explicit.steps, explicit.lrs, explicit.wds) == (7, (0.5,), (0.0, 1e-4))
     paper = finetune_cfg(FinetuneParams(study="paper"))
