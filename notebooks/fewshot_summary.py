@@ -54,7 +54,7 @@ else:
     settings = [json.loads(p) for p in protocols]
     display(Markdown(
         f"Study **{study_cfg.name}**: {rows.model.nunique()} models × {rows.dataset.nunique()} datasets × "
-        f"shots {sorted(rows.shots.unique())}; "
+        f"shots {', '.join(str(int(k)) for k in sorted(rows.shots.unique()))}; "
         + "; ".join(f"{s['n_way']}-way, {s['n_query']} queries, {s['n_episodes']} episodes, resize `{s['resize']}`"
                     for s in settings)
         + ". The same episodes are used for every model (they depend only on the labels and the seed)."

@@ -38,8 +38,7 @@ from ssl_lib.sections.scorecard import study_scorecard
 
 # %% tags=["remove-input"]
 card = study_scorecard(params)
-icons = {"agrees": "✅ agrees", "disagrees": "❌ disagrees", "not run": "⏳ not run"}
-table = card.assign(status=card.status.map(icons))[["claim", "paper", "status", "evidence"]]
+table = card[["claim", "paper", "status", "evidence"]]
 glue("scorecard_table", table.style.hide(axis="index"), display=False)
 table.style.hide(axis="index").set_properties(**{"text-align": "left", "vertical-align": "top"})
 

@@ -139,6 +139,10 @@ def execute_run(run: Run, digest: str) -> None:
                 shutil.copyfile(tmp, failed)
             raise
         nb = nbformat.read(tmp, as_version=4)
+        for cell in nb.cells:  # papermill's injected parameters hold local paths: keep them out of the book
+            tags = cell.metadata.setdefault("tags", [])
+            if "injected-parameters" in tags and "remove-cell" not in tags:
+                tags.append("remove-cell")
         if run.title:
             _retitle(nb, run.title)
         nb.metadata["ssl_lib"] = {"input_hash": digest, "section": run.section, "model": run.model}

@@ -90,7 +90,7 @@ def run_fewshot_section(params: FewShotParams) -> FewShotRun:
     model = create_model(params.model, zoo=study.zoo, device=params.device or None)
     stamp = RowStamp("fewshot", model, params.seed, params.device or None)
     rows, results = [], {}
-    for name in tqdm(datasets, desc=f"fewshot · {model.cfg.name}", file=sys.stdout, mininterval=10):
+    for name in tqdm(datasets, desc=f"fewshot · {model.cfg.name}", file=sys.stderr, mininterval=10):
         start = time.perf_counter()
         features, labels, keys, extract_seconds = pooled_features(model, name, params)
         for n_shot in shots:

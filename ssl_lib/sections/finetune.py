@@ -109,7 +109,7 @@ def run_finetune_section(params: FinetuneParams) -> FinetuneRun:
     stamp = RowStamp("finetune", model, params.seed, device)
     protocol = {**asdict(cfg), "n_boot": params.n_boot, "carve_seed": 0}
     rows, results = [], {}
-    bar = tqdm(total=len(datasets) * (len(cfg.grid) + 1), desc=f"finetune · {model.cfg.name}", file=sys.stdout,
+    bar = tqdm(total=len(datasets) * (len(cfg.grid) + 1), desc=f"finetune · {model.cfg.name}", file=sys.stderr,
                mininterval=10)
     for name in datasets:
         start = time.perf_counter()

@@ -59,7 +59,7 @@ def run_invariances(params: InvariancesParams) -> pd.DataFrame:
     protocol = {"dataset": params.dataset, "split": params.split, "n_images": params.n_images, "k": params.k,
                 "reference": f"{params.reference_split}:{params.n_reference}", "image_seed": params.seed}
     profiles, rows = [], []
-    for spec in tqdm(models, desc="invariances", file=sys.stdout, mininterval=10):
+    for spec in tqdm(models, desc="invariances", file=sys.stderr, mininterval=10):
         model = create_model(spec, zoo=study.zoo, device=device)
         start = time.perf_counter()
         profile = invariance_profile(model, images, names, reference_images=reference, k=params.k,

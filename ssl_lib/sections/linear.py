@@ -69,7 +69,7 @@ def run_linear_section(params: LinearParams) -> LinearRun:
     protocol_params = {"solver": params.solver, "c_grid_size": len(C_GRID), "carve_seed": 0, "n_boot": params.n_boot}
     rows, results = [], {}
     # One bar over datasets: per-split bars would fill the notebook's stored output.
-    for name in tqdm(datasets, desc=f"linear · {model.cfg.name}", file=sys.stdout, mininterval=10):
+    for name in tqdm(datasets, desc=f"linear · {model.cfg.name}", file=sys.stderr, mininterval=10):
         start = time.perf_counter()
         result, splits = run_linear(
             model, name, solver=params.solver, n_boot=params.n_boot, seed=params.seed, device=device,

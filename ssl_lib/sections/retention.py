@@ -95,7 +95,7 @@ def run_retention(params: RetentionParams) -> RetentionRun:
     protocol = {"steps": params.steps, "perceptual_net": params.perceptual_net, "images": sources,
                 "probe": f"{params.probe_dataset}/{params.probe_split}", "seed": params.seed}
     tables, probes, recons, rows = [], [], {}, []
-    for spec in tqdm(models, desc="retention", file=sys.stdout, mininterval=10):
+    for spec in tqdm(models, desc="retention", file=sys.stderr, mininterval=10):
         model = create_model(spec, zoo=study.zoo)
         start = time.perf_counter()
         with _threads(1 if device in (None, "cpu") and not torch.cuda.is_available() else torch.get_num_threads()):
