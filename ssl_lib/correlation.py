@@ -118,6 +118,12 @@ def results_settings(results: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
     value, is_error = rows["value"].astype(float), rows["metric"].isin(LOWER_IS_BETTER)
     scored = rows.assign(score=(-value).where(is_error, logit(value)))  # as to_score, row by row
     settings = scored.pivot_table(index="model", columns="setting", values="score", aggfunc="mean")
+    # the report's order: sections as in RESULT_SETTINGS, then numbers within a section (5 before 20)
+    order = {section: i for i, section in enumerate(RESULT_SETTINGS)}
+    first = scored.drop_duplicates("setting").set_index("setting")["section"]
+    number = settings.columns.str.extract(r"(\d+)", expand=False).astype(float).fillna(0)
+    ranked = sorted(zip(settings.columns, number), key=lambda c: (order[first[c[0]]], c[1], c[0]))
+    settings = settings[[c for c, _ in ranked]]
     return settings, source.reindex(settings.index)
 
 
