@@ -15,6 +15,7 @@ import pandas as pd
 
 from .exceptions import ConfigError
 from .paper_tables import paper_table
+from .results import latest_rows
 from .stats import correlation, correlation_ci, logit
 
 __all__ = [
@@ -103,7 +104,7 @@ def results_settings(results: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
     absent = sorted({*key, "value", "created_utc", "extra"} - set(results.columns))
     if absent:
         raise ConfigError(f"The results table lacks columns {absent}; pass ssl_lib.results.read_results(path).")
-    rows = results.sort_values("created_utc", kind="stable").drop_duplicates(key, keep="last")
+    rows = latest_rows(results)
     rows = rows.assign(setting=[RESULT_SETTINGS[s](m) if s in RESULT_SETTINGS else None
                                 for s, m in zip(rows["section"], rows["metric"])])
     rows = rows.dropna(subset=["setting"])

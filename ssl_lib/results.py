@@ -18,7 +18,7 @@ from filelock import FileLock
 
 from .paths import atomic_path
 
-__all__ = ["ResultRow", "COLUMNS", "RESUME_KEY", "append_rows", "read_results", "params_hash"]
+__all__ = ["ResultRow", "COLUMNS", "RESUME_KEY", "append_rows", "read_results", "latest_rows", "params_hash"]
 
 
 @dataclass(frozen=True)
@@ -76,6 +76,18 @@ def read_results(path: str | Path) -> pd.DataFrame:
         if col not in table.columns:
             table[col] = pd.NA
     return table
+
+
+def latest_rows(rows: pd.DataFrame, section: str | None = None) -> pd.DataFrame:
+    """The most recent row per (section, model, dataset, metric), optionally of one section.
+
+    The table keeps rows whose weights or settings differ (the resume key); a page reports the
+    latest of them.
+    """
+    if section is not None:
+        rows = rows[rows.section == section]
+    return rows.sort_values("created_utc", kind="stable").drop_duplicates(
+        ["section", "model", "dataset", "metric"], keep="last")
 
 
 def append_rows(path: str | Path, rows: list[ResultRow]) -> pd.DataFrame:

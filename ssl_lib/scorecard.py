@@ -17,6 +17,7 @@ from ._registry import Registry
 from .exceptions import ConfigError
 from .correlation import correlate, results_settings
 from .paper_tables import paper_table
+from .results import latest_rows
 
 __all__ = ["Finding", "Verdict", "FINDINGS", "TASK_GROUPS", "scorecard"]
 
@@ -48,10 +49,8 @@ FINDINGS: Registry[Finding] = Registry("finding")
 
 
 def _latest(rows: pd.DataFrame, section: str, metric: str | None = None) -> pd.DataFrame:
-    rows = rows[rows.section == section]
-    if metric is not None:
-        rows = rows[rows.metric == metric]
-    return rows.sort_values("created_utc").drop_duplicates(["model", "dataset", "metric"], keep="last")
+    rows = latest_rows(rows, section)
+    return rows if metric is None else rows[rows.metric == metric]
 
 
 def _ssl_vs_supervised(rows: pd.DataFrame, datasets=None) -> tuple[list[str], list[str]] | None:
@@ -194,8 +193,7 @@ FINDINGS.add("colour-invariance-hurts", Finding(
 
 
 def _check_retention(rows, groups) -> Verdict:
-    ret = _latest(rows, "retention")
-    ret = ret[ret.metric == "colour_mse_mean"]
+    ret = _latest(rows, "retention", "colour_mse_mean")
     ssl = ret[~ret.model.isin(NOT_SSL)]
     if "supervised" not in set(ret.model) or ssl.empty:
         return Verdict("not run", "no retention results")

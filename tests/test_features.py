@@ -8,11 +8,8 @@ from ssl_lib.models import build_arch, create_model
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    path = tmp_path_factory.mktemp("ckpt") / "rand.pth"
-    torch.manual_seed(0)
-    torch.save({"state_dict": build_arch("mini_resnet").state_dict()}, path)
-    return create_model(f"file:{path}?arch=mini_resnet")
+def model(random_mini_model):
+    return random_mini_model
 
 
 def _count_forwards(model):

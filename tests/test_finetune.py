@@ -9,15 +9,11 @@ from PIL import Image
 
 import ssl_lib.evaluate.finetune as FT
 from ssl_lib.evaluate.finetune import FinetuneCfg, run_finetune
-from ssl_lib.models import build_arch, create_model
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    path = tmp_path_factory.mktemp("ckpt") / "rand.pth"
-    torch.manual_seed(0)
-    torch.save({"state_dict": build_arch("mini_resnet").state_dict()}, path)
-    return create_model(f"file:{path}?arch=mini_resnet")
+def model(random_mini_model):
+    return random_mini_model
 
 
 @pytest.fixture(scope="module")

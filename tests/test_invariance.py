@@ -8,15 +8,11 @@ from scipy.spatial.distance import mahalanobis
 
 from ssl_lib.evaluate import invariance as inv
 from ssl_lib.exceptions import SSLLibError, UnknownNameError
-from ssl_lib.models import build_arch, create_model
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    path = tmp_path_factory.mktemp("ckpt") / "rand.pth"
-    torch.manual_seed(0)
-    torch.save({"state_dict": build_arch("mini_resnet").state_dict()}, path)
-    return create_model(f"file:{path}?arch=mini_resnet")
+def model(random_mini_model):
+    return random_mini_model
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,7 @@ import nbformat
 import numpy as np
 import papermill as pm
 import pytest
-import torch
 
-from ssl_lib.models import build_arch
 from ssl_lib.sections import SECTION_PARAMS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,11 +47,8 @@ def test_parameters_cell_matches_the_declared_schema(source):
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    path = tmp_path_factory.mktemp("nb") / "rand.pth"
-    torch.manual_seed(0)
-    torch.save({"state_dict": build_arch("mini_resnet").state_dict()}, path)
-    return f"file:{path}?arch=mini_resnet"
+def checkpoint(random_mini_spec):
+    return random_mini_spec
 
 
 def _papermill(args, tmp_path, notebook="linear"):

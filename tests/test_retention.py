@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 import ssl_lib.evaluate.retention as R
 from ssl_lib.exceptions import ConfigError
-from ssl_lib.models import FeatureModel, ModelCfg, build_arch, create_model
+from ssl_lib.models import FeatureModel, ModelCfg, build_arch
 
 TINY = dict(channels=(8, 16), kernel_sizes=(3, 3), input_depth=8)
 
@@ -20,11 +20,8 @@ def _one_thread():
 
 
 @pytest.fixture(scope="module")
-def mini(tmp_path_factory):
-    path = tmp_path_factory.mktemp("ckpt") / "rand.pth"
-    torch.manual_seed(0)
-    torch.save({"state_dict": build_arch("mini_resnet").state_dict()}, path)
-    return create_model(f"file:{path}?arch=mini_resnet")
+def mini(random_mini_model):
+    return random_mini_model
 
 
 class _Pixels(nn.Module):

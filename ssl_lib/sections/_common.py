@@ -6,12 +6,13 @@ import uuid
 from dataclasses import dataclass, field
 
 from ..data import get_dataset_spec
+from ..exceptions import ConfigError
 from ..models import FeatureModel
 from ..provenance import environment, utc_now
 from ..results import ResultRow
 from ..study import Study
 
-__all__ = ["section_datasets", "RowStamp", "parse_int_list", "split_names"]
+__all__ = ["section_datasets", "RowStamp", "parse_numbers", "split_names"]
 
 
 def section_datasets(study: Study, section: str, dataset: str) -> list[str]:
@@ -27,17 +28,17 @@ def split_names(value: str) -> list[str]:
     return [v.strip() for v in str(value).split(",") if v.strip()]
 
 
-def parse_int_list(value, name: str) -> list[int]:
-    """``"5,20,50"``, ``20`` or ``[5, 20]`` → ``[5, 20, 50]`` (papermill passes ``-p`` ints as ints)."""
-    from ..exceptions import ConfigError
-
+def parse_numbers(value, name: str, cast: type = float) -> list:
+    """``"5,20,50"``, ``20`` or ``[5, 20]`` → ``[5, 20, 50]`` as ``cast`` (papermill passes a
+    single ``-p`` number as a number, a list as a string)."""
     items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+    kind = "integers" if cast is int else "numbers"
     try:
-        out = [int(str(v).strip()) for v in items if str(v).strip()]
+        out = [cast(str(v).strip()) for v in items if str(v).strip()]
     except ValueError:
-        raise ConfigError(f"Parameter {name!r} must be integers separated by commas, got {value!r}.") from None
-    if not out or min(out) < 1:
-        raise ConfigError(f"Parameter {name!r} needs at least one positive integer, got {value!r}.")
+        raise ConfigError(f"Parameter {name!r} must be {kind} separated by commas, got {value!r}.") from None
+    if not out:
+        raise ConfigError(f"Parameter {name!r} needs at least one value, got {value!r}.")
     return out
 
 

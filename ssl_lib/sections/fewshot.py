@@ -20,7 +20,7 @@ from ..exceptions import ConfigError
 from ..models import create_model
 from ..results import append_rows, params_hash
 from ..study import load_study
-from ._common import RowStamp, parse_int_list, section_datasets
+from ._common import RowStamp, parse_numbers, section_datasets
 
 __all__ = ["FewShotParams", "FewShotRun", "PROTOCOL", "run_fewshot_section", "metric_name"]
 
@@ -80,7 +80,9 @@ def pooled_features(model, dataset: str, params: FewShotParams) -> tuple[np.ndar
 
 def run_fewshot_section(params: FewShotParams) -> FewShotRun:
     """Every (dataset, shots) setting for ``params.model``; rows for skipped settings say why."""
-    shots = parse_int_list(params.shots, "shots")
+    shots = parse_numbers(params.shots, "shots", int)
+    if min(shots) < 1:
+        raise ConfigError(f"Parameter 'shots' needs positive integers, got {params.shots!r}.")
     RESIZES.get(params.resize)
     study = load_study(params.study)
     datasets = section_datasets(study, "fewshot", params.dataset)

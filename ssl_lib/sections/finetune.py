@@ -18,7 +18,7 @@ from ..models import create_model
 from ..paths import cache_dir
 from ..results import append_rows, params_hash
 from ..study import load_study
-from ._common import RowStamp, section_datasets
+from ._common import RowStamp, parse_numbers, section_datasets
 
 __all__ = ["FinetuneParams", "FinetuneRun", "PROTOCOL", "finetune_cfg", "run_finetune_section", "grid_table"]
 
@@ -61,17 +61,6 @@ class FinetuneRun:
     results: dict[str, FinetuneResult]
 
 
-def _floats(value, name: str) -> tuple[float, ...]:
-    items = value if isinstance(value, (list, tuple)) else str(value).split(",")
-    try:
-        out = tuple(float(str(v).strip()) for v in items if str(v).strip())
-    except ValueError:
-        raise ConfigError(f"Parameter {name!r} must be numbers separated by commas, got {value!r}.") from None
-    if not out:
-        raise ConfigError(f"Parameter {name!r} needs at least one value, got {value!r}.")
-    return out
-
-
 def finetune_cfg(params: FinetuneParams, study=None) -> FinetuneCfg:
     """The protocol: explicit parameters, else the study's section settings, else the paper's."""
     study = study or load_study(params.study)
@@ -84,8 +73,8 @@ def finetune_cfg(params: FinetuneParams, study=None) -> FinetuneCfg:
 
     try:
         return FinetuneCfg(
-            int(pick("steps", paper.steps)), params.batch_size, _floats(pick("lrs", paper.lrs), "lrs"),
-            _floats(pick("wds", paper.wds), "wds"), bool(params.augment),
+            int(pick("steps", paper.steps)), params.batch_size, tuple(parse_numbers(pick("lrs", paper.lrs), "lrs")),
+            tuple(parse_numbers(pick("wds", paper.wds), "wds")), bool(params.augment),
         )
     except ValueError as err:
         raise ConfigError(f"Fine-tune settings: {err}.") from None

@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from ..evaluate.invariance import APPEARANCE, SPATIAL, TRANSFORMS, invariance_profile, sample_images
 from ..models import create_model
-from ..results import append_rows, params_hash, read_results
+from ..results import append_rows, latest_rows, params_hash, read_results
 from ..study import load_study
 from ._common import RowStamp, split_names
 
@@ -91,8 +91,7 @@ def transfer_table(params: InvariancesParams) -> pd.DataFrame:
     if not params.results_path:
         return pd.DataFrame(columns=["model", "dataset", "value"])
     rows = read_results(params.results_path)
-    rows = rows[(rows.section == "linear") & rows.model.isin(load_study(params.study).models)]
-    rows = rows.sort_values("created_utc").drop_duplicates(["model", "dataset", "metric"], keep="last")
+    rows = latest_rows(rows[rows.model.isin(load_study(params.study).models)], "linear")
     return rows[["model", "dataset", "value"]]
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-import uuid
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -15,10 +14,9 @@ from tqdm import tqdm
 from ..evaluate.linear import LinearResult, run_linear
 from ..evaluate.logreg import C_GRID, SOLVERS
 from ..models import create_model
-from ..provenance import environment, utc_now
-from ..results import ResultRow, append_rows, params_hash
+from ..results import append_rows, params_hash
 from ..study import load_study
-from ._common import section_datasets
+from ._common import RowStamp, section_datasets
 
 __all__ = ["LinearParams", "LinearRun", "PROTOCOL", "run_linear_section", "val_curves"]
 
@@ -64,8 +62,7 @@ def run_linear_section(params: LinearParams) -> LinearRun:
     datasets = section_datasets(study, "linear", params.dataset)
     device = params.device or None
     model = create_model(params.model, zoo=study.zoo, device=device)
-    env = environment(device)
-    run_id = uuid.uuid4().hex[:12]
+    stamp = RowStamp("linear", model, params.seed, device)
     protocol_params = {"solver": params.solver, "c_grid_size": len(C_GRID), "carve_seed": 0, "n_boot": params.n_boot}
     rows, results = [], {}
     # One bar over datasets: per-split bars would fill the notebook's stored output.
@@ -77,24 +74,20 @@ def run_linear_section(params: LinearParams) -> LinearRun:
             batch_size=params.batch_size, num_workers=params.num_workers,
         )
         results[name] = result
-        rows.append(
-            ResultRow(
-                section="linear", model=model.cfg.name, dataset=name, metric=result.metric,
-                value=result.test_score, ci_low=result.ci_low, ci_high=result.ci_high,
-                ci_method=f"bootstrap{params.n_boot} over test images" if params.n_boot else "",
-                zoo=model.cfg.zoo, weights_sha256=model.weights_hash,
-                train_split="train+val", eval_split="test",
-                n_train=result.n_train, n_val=result.n_val, n_eval=result.n_test,
-                protocol_params=json.dumps(protocol_params, sort_keys=True),
-                hyperparams=json.dumps({"C": result.best_C}),
-                selected_on=f"val ({splits.val_source})", params_hash=params_hash(protocol_params),
-                seed=params.seed, feature_cache_key=json.dumps(splits.cache_keys, sort_keys=True),
-                wall_seconds=time.perf_counter() - start, run_id=run_id, created_utc=utc_now(),
-                extra=json.dumps({"study": study.name, "source_top1": model.cfg.source_top1,
-                                  "fit_seconds": result.fit_seconds, "extract_seconds": splits.extract_seconds}),
-                **env,
-            )
-        )
+        rows.append(stamp.row(
+            dataset=name, metric=result.metric,
+            value=result.test_score, ci_low=result.ci_low, ci_high=result.ci_high,
+            ci_method=f"bootstrap{params.n_boot} over test images" if params.n_boot else "",
+            train_split="train+val", eval_split="test",
+            n_train=result.n_train, n_val=result.n_val, n_eval=result.n_test,
+            protocol_params=json.dumps(protocol_params, sort_keys=True),
+            hyperparams=json.dumps({"C": result.best_C}),
+            selected_on=f"val ({splits.val_source})", params_hash=params_hash(protocol_params),
+            feature_cache_key=json.dumps(splits.cache_keys, sort_keys=True),
+            wall_seconds=time.perf_counter() - start,
+            extra=json.dumps({"study": study.name, "source_top1": model.cfg.source_top1,
+                              "fit_seconds": result.fit_seconds, "extract_seconds": splits.extract_seconds}),
+        ))
     if params.results_path:
         append_rows(params.results_path, rows)
     return LinearRun(pd.DataFrame([asdict(r) for r in rows]), results)

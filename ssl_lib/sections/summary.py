@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..results import read_results
+from ..results import latest_rows, read_results
 from ..study import load_study
 
 __all__ = ["SummaryParams", "format_ci", "paper_with_ci", "section_table", "with_average"]
@@ -26,8 +26,7 @@ def section_table(params: SummaryParams, section: str) -> pd.DataFrame:
     study = load_study(params.study)
     datasets = list(study.section(section).datasets)
     rows = read_results(params.results_path)
-    rows = rows[(rows.section == section) & rows.model.isin(study.models) & rows.dataset.isin(datasets)]
-    rows = rows.sort_values("created_utc").drop_duplicates(["model", "dataset", "metric"], keep="last")
+    rows = latest_rows(rows[rows.model.isin(study.models) & rows.dataset.isin(datasets)], section)
     rows["model"] = pd.Categorical(rows.model, categories=list(study.models), ordered=True)
     rows["dataset"] = pd.Categorical(rows.dataset, categories=datasets, ordered=True)
     return rows.sort_values(["model", "dataset"])
