@@ -10,6 +10,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 STUDY ?= params/mini.yaml
+# Runs at once; each gets an equal share of the cores (a GPU machine may want more).
+JOBS ?= 2
 NOTEBOOK_SRC := $(wildcard notebooks/*.py)
 NOTEBOOKS := $(NOTEBOOK_SRC:.py=.ipynb)
 MATHJAX := book/_vendor/mathjax/tex-chtml.js
@@ -38,7 +40,7 @@ $(MATHJAX):
 	  package/es5/ui package/es5/a11y && rm -rf $$tmp
 
 run-study: $(STAMP) $(NOTEBOOKS)
-	$(PY) -m ssl_lib run $(STUDY)
+	$(PY) -m ssl_lib run $(STUDY) --jobs $(JOBS)
 
 book: run-study $(MATHJAX)
 	$(VENV)/bin/jupyter-book build book --config _config.yml --path-output book -W --keep-going

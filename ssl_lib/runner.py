@@ -1,5 +1,7 @@
 """Execute a study: one papermill run per section × model, then each section's summary page.
 
+Runs form a graph: a page starts when the runs whose rows it reads have finished
+(:func:`plan_runs`); an engine (:mod:`ssl_lib.engines`) executes the graph locally or on Ray.
 A run is skipped when its output notebook already holds the same *input hash*: the notebook,
 its parameters, the section's study settings, the library's source and the mini zoo manifest.
 Outputs are written to a temporary file and renamed, so an interrupted study resumes cleanly
@@ -13,7 +15,8 @@ import json
 import re
 import shutil
 import time
-from dataclasses import dataclass, field
+from functools import partial
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import nbformat
@@ -22,6 +25,7 @@ import yaml
 from .models import get_model_cfg
 from .models._mini import MINI_ZOO_DIR
 from .paths import atomic_path, repo_root
+from .engines import Outcome, execute_graph
 from .study import SECTIONS, Study, load_study
 
 __all__ = ["Run", "plan_runs", "run_study", "write_toc", "library_fingerprint"]
@@ -37,6 +41,8 @@ class Run:
     output: Path
     parameters: dict = field(hash=False)
     title: str = ""
+    needs: tuple[str, ...] = ()  # labels of the runs whose rows this page reads
+    accelerator: bool = False  # evaluates models: takes a GPU on a cluster
 
     @property
     def label(self) -> str:
@@ -62,23 +68,42 @@ def _slug(name: str) -> str:
 
 
 def plan_runs(study: Study, out_dir: Path, results_path: Path) -> list[Run]:
-    """Per-model sections: one run per model, then the summary; study-level sections: one run."""
+    """Per-model sections: one run per model, then the summary; study-level sections: one run.
+
+    Each run lists what it ``needs``: the runs that write the rows it reads (``SectionInfo.reads``).
+    A section's rows are written by its per-model runs, or by its one run if it is study-level;
+    pages that read every section (``"*"``) wait for everything except each other.
+    """
     root = repo_root()
     runs = []
     for section, cfg in study.sections.items():
+        info = SECTIONS[section]
         common = {"study": str(study.path), "results_path": str(results_path)}
-        if not SECTIONS[section].per_model:
+        if not info.per_model:
             runs.append(Run(section, None, root / "notebooks" / f"{section}.ipynb",
-                            out_dir / section / f"{SUMMARY}.ipynb", {**common, "seed": study.seed, **cfg.params}))
+                            out_dir / section / f"{SUMMARY}.ipynb", {**common, "seed": study.seed, **cfg.params},
+                            accelerator=info.compute))
             continue
         for model in study.models:
             params = {**common, "model": model, "seed": study.seed, **cfg.params}
             runs.append(Run(section, model, root / "notebooks" / f"{section}.ipynb",
                             out_dir / section / f"{_slug(model)}.ipynb", params,
-                            f"{SECTIONS[section].title}: {model}"))
+                            f"{info.title}: {model}", accelerator=info.compute))
         runs.append(Run(section, None, root / "notebooks" / f"{section}_summary.ipynb",
                         out_dir / section / f"{SUMMARY}.ipynb", common, ""))
-    return runs
+    writers = [r for r in runs if r.model is not None or not SECTIONS[r.section].per_model]
+    every = [r for r in writers if "*" not in SECTIONS[r.section].reads]
+    planned = []
+    for run in runs:
+        reads = SECTIONS[run.section].reads
+        if run.model is not None:
+            needs = ()
+        elif "*" in reads:
+            needs = tuple(r.label for r in every)
+        else:
+            needs = tuple(r.label for r in writers if r.section in (*reads, run.section) and r is not run)
+        planned.append(replace(run, needs=needs))
+    return planned
 
 
 def input_hash(run: Run, study: Study, library: str) -> str:
@@ -128,6 +153,8 @@ def execute_run(run: Run, digest: str) -> None:
     run.output.parent.mkdir(parents=True, exist_ok=True)
     failed = run.output.with_suffix(".failed.ipynb")
     failed.unlink(missing_ok=True)
+    for stale in run.output.parent.glob(f".{run.output.name}.*.tmp*"):  # left by a killed earlier attempt
+        stale.unlink(missing_ok=True)
     with atomic_path(run.output, suffix=".ipynb") as tmp:
         try:
             pm.execute_notebook(
@@ -180,10 +207,18 @@ def run_study(
     sections: tuple[str, ...] = (),
     models: tuple[str, ...] = (),
     book_dir: Path | None = None,
+    engine: str = "local",
+    jobs: int = 1,
+    address: str | None = None,
     log=print,
 ) -> int:
-    """Execute (or list, with ``dry_run``) the study's runs; returns a process exit code."""
-    from papermill.exceptions import PapermillExecutionError
+    """Execute (or list, with ``dry_run``) the study's runs; returns a process exit code.
+
+    Runs start as soon as the runs they read have finished, ``jobs`` at a time on this machine
+    (``engine="local"``) or spread over a Ray cluster (``engine="ray"``). A run whose output
+    already holds its input hash is not repeated, so a killed study resumes where it stopped.
+    """
+    from .engines import ENGINES, Task
 
     study = load_study(study_name)
     for section in sections:
@@ -198,36 +233,62 @@ def run_study(
             log(f"{r.label:<40} {r.notebook.name:<24} {json.dumps(r.parameters, sort_keys=True)}")
         log(f"{len(runs)} runs")
         return 0
+    runner = ENGINES.get(engine)(jobs=jobs, address=address)
     library = library_fingerprint()
-    failures, skipped_models = [], []
-    for i, run in enumerate(runs, 1):
-        prefix = f"[{i}/{len(runs)}] {run.label}"
-        if (reason := _missing_weights(run, study)) is not None:
-            skipped_models.append(run.model)
-            log(f"{prefix}: skipped, {reason}")
-            continue
-        digest = input_hash(run, study, library)
-        if run.model is None and SECTIONS[run.section].reads:  # pages over result rows
-            digest = hashlib.sha256((digest + _results_digest(results_path, SECTIONS[run.section].reads)).encode()).hexdigest()
-        if not force and _recorded_hash(run.output) == digest:
-            log(f"{prefix}: up to date")
-            continue
-        start = time.perf_counter()
-        try:
-            execute_run(run, digest)
-        except PapermillExecutionError as err:
-            failures.append(run.label)
-            log(f"{prefix}: FAILED ({err.ename}: {str(err.evalue).splitlines()[0] if err.evalue else ''}); "
-                f"see {run.output.with_suffix('.failed.ipynb')}")
-            continue
-        log(f"{prefix}: done in {time.perf_counter() - start:.1f} s")
-    write_toc(study, runs, book_dir)
-    if skipped_models:
-        log(f"{len(set(skipped_models))} model(s) without checkpoints were left out: {sorted(set(skipped_models))}")
+    tasks = [Task(r.label, partial(_run_one, r, study, library, force, results_path), r.needs, r.accelerator,
+                  priority=_priority(r)) for r in runs]
+    finished = 0
+
+    def report(task: Task, outcome: Outcome) -> None:
+        nonlocal finished
+        finished += 1
+        timing = f" in {outcome.seconds:.1f} s" if outcome.status == "done" else ""
+        detail = f" ({outcome.message})" if outcome.message else ""
+        log(f"[{finished}/{len(tasks)}] {task.key}: {outcome.status}{timing}{detail}")
+
+    try:
+        outcomes = execute_graph(tasks, runner, report)
+    finally:
+        runner.close()
+    if out_dir.resolve().is_relative_to(book_dir.resolve()):
+        write_toc(study, runs, book_dir)
+    else:
+        log(f"Outputs in {out_dir} are outside the book ({book_dir}): its table of contents was left alone.")
+    skipped = sorted({r.model for r in runs if outcomes[r.label].status == "skipped"})
+    failures = [r.label for r in runs if outcomes[r.label].status == "failed"]
+    if skipped:
+        log(f"{len(skipped)} model(s) without checkpoints were left out: {skipped}")
     if failures:
         log(f"{len(failures)} run(s) failed: {', '.join(failures)} (see the output notebooks)")
         return 1
     return 0
+
+
+def _priority(run: Run) -> int:
+    """Study-level evaluations (one long run each) first, then per-model runs, then pages."""
+    if not run.accelerator:
+        return 2
+    return 0 if run.model is None else 1
+
+
+def _run_one(run: Run, study: Study, library: str, force: bool, results_path: Path) -> Outcome:
+    """One run, wherever the engine put it: skip if its output is current, else execute."""
+    from papermill.exceptions import PapermillExecutionError
+
+    if (reason := _missing_weights(run, study)) is not None:
+        return Outcome("skipped", reason)
+    digest = input_hash(run, study, library)
+    if run.model is None and SECTIONS[run.section].reads:  # pages over result rows
+        digest = hashlib.sha256((digest + _results_digest(results_path, SECTIONS[run.section].reads)).encode()).hexdigest()
+    if not force and _recorded_hash(run.output) == digest:
+        return Outcome("up to date")
+    start = time.perf_counter()
+    try:
+        execute_run(run, digest)
+    except PapermillExecutionError as err:
+        first = str(err.evalue).splitlines()[0] if err.evalue else ""
+        return Outcome("failed", f"{err.ename}: {first}; see {run.output.with_suffix('.failed.ipynb')}")
+    return Outcome("done", seconds=time.perf_counter() - start)
 
 
 def _results_digest(path: Path, sections: tuple[str, ...]) -> str:

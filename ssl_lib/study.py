@@ -20,13 +20,15 @@ class SectionInfo:
 
     A *per-model* section runs ``notebooks/<name>.ipynb`` once per model, then
     ``<name>_summary.ipynb`` over the result rows; a study-level section runs ``<name>.ipynb`` once
-    for the whole study. ``reads`` lists the sections whose result rows a page depends on (a change
-    there re-runs it); ``"*"`` means every section.
+    for the whole study. ``reads`` lists the sections whose result rows a page depends on: those
+    runs finish first, and a change in their rows re-runs the page; ``"*"`` means every section.
+    ``compute`` runs evaluate models (they get the GPU on a cluster); the others only read rows.
     """
 
     title: str
     per_model: bool = True
     reads: tuple[str, ...] = ()
+    compute: bool = True
 
 
 # The report's order. Grows as sections land.
@@ -34,10 +36,14 @@ SECTIONS: dict[str, SectionInfo] = {
     "linear": SectionInfo("Linear", reads=("linear",)),
     "finetune": SectionInfo("Fine-tune", reads=("finetune", "linear")),
     "fewshot": SectionInfo("Few-shot", reads=("fewshot",)),
+    "detection": SectionInfo("Detection", reads=("detection",)),
+    "dense": SectionInfo("Dense prediction", reads=("dense",)),
+    "calibration": SectionInfo("Calibration", per_model=False, reads=("calibration", "linear", "finetune"), compute=False),
     "invariances": SectionInfo("Invariances", per_model=False, reads=("linear",)),
     "retention": SectionInfo("Retention", per_model=False),
-    "correlation": SectionInfo("Correlation", per_model=False, reads=("*",)),
-    "scorecard": SectionInfo("Scorecard", per_model=False, reads=("*",)),
+    "attention": SectionInfo("Attention", per_model=False, reads=("linear",)),
+    "correlation": SectionInfo("Correlation", per_model=False, reads=("*",), compute=False),
+    "scorecard": SectionInfo("Scorecard", per_model=False, reads=("*",), compute=False),
 }
 
 
