@@ -31,22 +31,34 @@ __all__ = [
 ]
 
 LOWER_IS_BETTER = frozenset({"sn_mean_err", "sn_median_err"})  # negated, not logit-transformed
+FRACTIONS = frozenset({"seg_mean_iou"})  # in [0, 1] as the paper prints it, not in %
 _TABLE9_CORRELATION_ROW = "Correlation to ImageNet"
 _TABLE9_PERCENT = ("ece_linear_unscaled", "ece_linear_scaled", "ece_finetune_unscaled", "ece_finetune_scaled",
                    "attentive_diffusion")  # proportions in %, logit-transformed like accuracies
 
 # section of the results table -> setting of each of its rows (from the row's metric); None drops
-# the row. A new section is one entry, e.g. "detection": lambda m: "detection" if m == "AP50" else None.
+# the row. Settings with a counterpart in paper_settings() or Table 9 carry the same name.
+_DETECTION = {"frozen_AP50": "detection_frozen", "finetune_AP50": "detection_finetune"}
+_DENSE = {"sn_within_11.25": "surface_normals", "seg_mean_iou": "segmentation"}
+_CALIBRATION = ("ece_linear_unscaled", "ece_linear_scaled", "ece_finetune_unscaled", "ece_finetune_scaled")
 RESULT_SETTINGS: dict[str, Callable[[str], str | None]] = {
     "linear": lambda metric: "linear",
     "finetune": lambda metric: "finetune",
     "fewshot": lambda metric: "fewshot_" + metric.split("-")[-1],  # "5way-20shot" -> "fewshot_20shot"
+    "detection": _DETECTION.get,
+    "dense": _DENSE.get,
+    # Table 9's columns: ECE (%) and attentive diffusion (%), logit-transformed as in its row
+    "calibration": lambda metric: metric if metric in _CALIBRATION else None,
+    "attention": lambda metric: "attentive_diffusion" if metric == "attentive_diffusion" else None,
 }
 
 
-def to_score(values, metric: str, *, percent: bool = True):
-    """``values`` of ``metric`` on the correlation scale: negated if an error, else logit."""
-    return -values if metric in LOWER_IS_BETTER else logit(values, percent=percent)
+def to_score(values, metric: str, *, percent: bool | None = None):
+    """``values`` of ``metric`` on the correlation scale: negated if an error, else logit (of a %
+    unless the metric is a fraction, or ``percent`` says otherwise)."""
+    if metric in LOWER_IS_BETTER:
+        return -values
+    return logit(values, percent=metric not in FRACTIONS if percent is None else percent)
 
 
 def _table(name: str) -> pd.DataFrame:
@@ -79,7 +91,7 @@ def paper_settings() -> pd.DataFrame:
         "detection_frozen": to_score(detection["frozen_AP50"], "AP50"),
         "detection_finetune": to_score(detection["finetune_AP50"], "AP50"),
         "surface_normals": to_score(dense["sn_within_11.25"], "sn_within_11.25"),
-        "segmentation": to_score(dense["seg_mean_iou"], "seg_mean_iou", percent=False),  # a fraction
+        "segmentation": to_score(dense["seg_mean_iou"], "seg_mean_iou"),  # a fraction
     }
     return pd.DataFrame(settings).reindex(linear.index)
 
@@ -116,8 +128,10 @@ def results_settings(results: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
     if missing:
         raise ConfigError(f"No source_top1 in the 'extra' column for models {missing}; "
                           "drop their rows or re-run them with a zoo that records source_top1.")
-    value, is_error = rows["value"].astype(float), rows["metric"].isin(LOWER_IS_BETTER)
-    scored = rows.assign(score=(-value).where(is_error, logit(value)))  # as to_score, row by row
+    value = rows["value"].astype(float)
+    score = (-value).where(rows["metric"].isin(LOWER_IS_BETTER), logit(value))  # as to_score, row by row
+    score = score.where(~rows["metric"].isin(FRACTIONS), logit(value, percent=False))
+    scored = rows.assign(score=score)
     settings = scored.pivot_table(index="model", columns="setting", values="score", aggfunc="mean")
     # the report's order: sections as in RESULT_SETTINGS, then numbers within a section (5 before 20)
     order = {section: i for i, section in enumerate(RESULT_SETTINGS)}

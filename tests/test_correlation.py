@@ -131,6 +131,27 @@ def test_results_settings_from_a_hand_made_table():
     assert source.to_dict() == {"a": 40.0, "b": 30.0}
 
 
+def test_dense_detection_calibration_and_attention_rows_map_to_the_paper_settings():
+    rows = [
+        _row("linear", "a", "d1", "top1", 60.0, source=40.0),
+        _row("detection", "a", "scenes", "frozen_AP50", 30.0, source=40.0),
+        _row("detection", "a", "scenes", "frozen_AP", 12.0, source=40.0),  # only AP50 is a setting
+        _row("dense", "a", "scenes", "seg_mean_iou", 0.25, source=40.0),  # a fraction, as Table 5
+        _row("dense", "a", "normals", "sn_within_11.25", 20.0, source=40.0),
+        _row("dense", "a", "normals", "sn_mean_err", 30.0, source=40.0),
+        _row("calibration", "a", "d1", "ece_linear_unscaled", 8.0, source=40.0),
+        _row("calibration", "a", "d1", "ece_linear_scaled_val", 3.0, source=40.0),  # not a Table 9 column
+        _row("attention", "a", "src", "attentive_diffusion", 45.0, source=40.0),
+    ]
+    settings, _ = results_settings(_results(rows))
+    assert list(settings.columns) == ["linear", "detection_frozen", "segmentation", "surface_normals",
+                                      "ece_linear_unscaled", "attentive_diffusion"]
+    assert settings.loc["a", "segmentation"] == pytest.approx(logit(0.25, percent=False))
+    assert settings.loc["a", "surface_normals"] == pytest.approx(logit(20.0))
+    assert settings.loc["a", "ece_linear_unscaled"] == pytest.approx(logit(8.0))
+    assert set(paper_settings().columns) >= {"detection_frozen", "segmentation", "surface_normals"}
+
+
 def test_results_settings_and_correlate_errors():
     with pytest.raises(ConfigError, match=r"No source_top1 .* \['a'\]"):
         results_settings(_results([_row("linear", "a", "d1", "top1", 60.0, source=None)]))
