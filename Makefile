@@ -4,7 +4,7 @@ SHELL := /bin/bash
 .DELETE_ON_ERROR:
 # OpenMP threads that spin while waiting slow torch several-fold on small, busy machines.
 export OMP_WAIT_POLICY ?= PASSIVE
-.PHONY: setup book run-study notebooks test bench models clean
+.PHONY: setup book run-study notebooks test bench bench-gpu models clean
 
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -54,6 +54,13 @@ bench: $(STAMP)
 	$(PY) bench/bench_features.py
 	$(PY) bench/bench_fewshot.py
 	$(PY) bench/bench_fewshot.py --dim 256 --n-classes 10 --per-class 400
+
+# The paper study's CUDA paths: ResNet-50 at 224 px (bf16 autocast + channels_last vs fp32 eager),
+# and the 45-value C sweep at 2048-d on the GPU vs scikit-learn, each ratio from the same run.
+bench-gpu: $(STAMP)
+	@$(PY) -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 'bench-gpu needs a CUDA device (torch.cuda.is_available() is False); make bench measures the CPU paths.')"
+	$(PY) bench/bench_features.py --device cuda --n 8192 --n50 4096
+	$(PY) bench/bench_linear.py --device cuda --d 2048 --n 20000 --classes 10 100 --solvers torch sklearn
 
 models: $(STAMP)  # retrain every checkpoint (resume an interrupted run without --force)
 	$(PY) -m ssl_lib.pretrain --all --force --out ssl_lib/zoo/mini
