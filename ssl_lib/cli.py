@@ -47,7 +47,7 @@ def _run(args: argparse.Namespace) -> int:
     return run_study(
         args.study, out_dir=args.out, force=args.force, dry_run=args.dry_run,
         sections=tuple(args.section or ()), models=tuple(args.model or ()),
-        engine=args.engine, jobs=args.jobs, address=args.address,
+        engine=args.engine, jobs=args.jobs, address=args.address, fresh_kernels=args.fresh_kernels,
     )
 
 
@@ -70,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", choices=["local", "ray"], default="local",
                    help="local: kernels on this machine; ray: one task per run on a Ray cluster")
     p.add_argument("--jobs", type=int, default=1, help="local engine: runs at once, sharing the CPU threads")
+    p.add_argument("--fresh-kernels", action="store_true",
+                   help="a new kernel per notebook (papermill's way) instead of one warm kernel per worker")
     p.add_argument("--address", default=None, help="ray engine: cluster address (default $RAY_ADDRESS, else a local instance)")
     p.set_defaults(func=_run)
     return parser

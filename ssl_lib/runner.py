@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import shutil
+import tempfile
 import time
 from functools import partial
 from dataclasses import dataclass, field, replace
@@ -26,6 +26,7 @@ from .models import get_model_cfg
 from .models._mini import MINI_ZOO_DIR
 from .paths import atomic_path, repo_root
 from .engines import Outcome, execute_graph
+from .kernels import KernelPool, NotebookFailed
 from .study import SECTIONS, Study, load_study
 
 __all__ = ["Run", "plan_runs", "run_study", "write_toc", "library_fingerprint"]
@@ -147,33 +148,47 @@ def _retitle(nb, title: str) -> None:
             return
 
 
-def execute_run(run: Run, digest: str) -> None:
-    import papermill as pm
-
+def execute_run(run: Run, digest: str, kernels: KernelPool | None = None) -> None:
+    """Execute ``run`` into its output notebook (atomically). With ``kernels``, in this worker's
+    warm kernel (:mod:`ssl_lib.kernels`); else papermill in a new kernel. A failure raises
+    :class:`NotebookFailed` and leaves the partial notebook beside the output as ``.failed.ipynb``."""
     run.output.parent.mkdir(parents=True, exist_ok=True)
     failed = run.output.with_suffix(".failed.ipynb")
     failed.unlink(missing_ok=True)
     for stale in run.output.parent.glob(f".{run.output.name}.*.tmp*"):  # left by a killed earlier attempt
         stale.unlink(missing_ok=True)
+    try:
+        nb = _execute(run, kernels)
+    except NotebookFailed as err:
+        with atomic_path(failed, suffix=".ipynb") as tmp:
+            nbformat.write(err.nb, tmp)  # for inspection, outside the book
+        raise
+    for cell in nb.cells:  # papermill's injected parameters hold local paths: keep them out of the book
+        tags = cell.metadata.setdefault("tags", [])
+        if "injected-parameters" in tags and "remove-cell" not in tags:
+            tags.append("remove-cell")
+    if run.title:
+        _retitle(nb, run.title)
+    nb.metadata["ssl_lib"] = {"input_hash": digest, "section": run.section, "model": run.model}
     with atomic_path(run.output, suffix=".ipynb") as tmp:
+        nbformat.write(nb, tmp)
+
+
+def _execute(run: Run, kernels: KernelPool | None):
+    if kernels is not None:
+        return kernels.get().execute(run.notebook, run.parameters)
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / run.output.name
         try:
-            pm.execute_notebook(
-                str(run.notebook), str(tmp), parameters=run.parameters, kernel_name="python3",
+            return pm.execute_notebook(
+                str(run.notebook), str(out), parameters=run.parameters, kernel_name="python3",
                 cwd=str(repo_root()), progress_bar=False, log_output=False,
             )
-        except Exception:
-            if tmp.exists():  # keep the failed notebook for inspection, outside the book
-                shutil.copyfile(tmp, failed)
-            raise
-        nb = nbformat.read(tmp, as_version=4)
-        for cell in nb.cells:  # papermill's injected parameters hold local paths: keep them out of the book
-            tags = cell.metadata.setdefault("tags", [])
-            if "injected-parameters" in tags and "remove-cell" not in tags:
-                tags.append("remove-cell")
-        if run.title:
-            _retitle(nb, run.title)
-        nb.metadata["ssl_lib"] = {"input_hash": digest, "section": run.section, "model": run.model}
-        nbformat.write(nb, tmp)
+        except PapermillExecutionError as err:
+            raise NotebookFailed(err.ename, str(err.evalue), nbformat.read(out, as_version=4)) from None
 
 
 def write_toc(study: Study, runs: list[Run], book_dir: Path) -> Path:
@@ -210,6 +225,7 @@ def run_study(
     engine: str = "local",
     jobs: int = 1,
     address: str | None = None,
+    fresh_kernels: bool = False,
     log=print,
 ) -> int:
     """Execute (or list, with ``dry_run``) the study's runs; returns a process exit code.
@@ -217,6 +233,8 @@ def run_study(
     Runs start as soon as the runs they read have finished, ``jobs`` at a time on this machine
     (``engine="local"``) or spread over a Ray cluster (``engine="ray"``). A run whose output
     already holds its input hash is not repeated, so a killed study resumes where it stopped.
+    Locally each worker keeps one warm kernel across notebooks unless ``fresh_kernels`` (papermill
+    in a new kernel per run, as on Ray).
     """
     from .engines import ENGINES, Task
 
@@ -234,9 +252,10 @@ def run_study(
         log(f"{len(runs)} runs")
         return 0
     runner = ENGINES.get(engine)(jobs=jobs, address=address)
+    kernels = KernelPool(repo_root()) if engine == "local" and not fresh_kernels else None
     library = library_fingerprint()
-    tasks = [Task(r.label, partial(_run_one, r, study, library, force, results_path), r.needs, r.accelerator,
-                  priority=_priority(r)) for r in runs]
+    tasks = [Task(r.label, partial(_run_one, r, study, library, force, results_path, kernels), r.needs,
+                  r.accelerator, priority=_priority(r)) for r in runs]
     finished = 0
 
     def report(task: Task, outcome: Outcome) -> None:
@@ -250,6 +269,8 @@ def run_study(
         outcomes = execute_graph(tasks, runner, report)
     finally:
         runner.close()
+        if kernels is not None:
+            kernels.close()
     if out_dir.resolve().is_relative_to(book_dir.resolve()):
         write_toc(study, runs, book_dir)
     else:
@@ -271,10 +292,9 @@ def _priority(run: Run) -> int:
     return 0 if run.model is None else 1
 
 
-def _run_one(run: Run, study: Study, library: str, force: bool, results_path: Path) -> Outcome:
+def _run_one(run: Run, study: Study, library: str, force: bool, results_path: Path,
+             kernels: KernelPool | None = None) -> Outcome:
     """One run, wherever the engine put it: skip if its output is current, else execute."""
-    from papermill.exceptions import PapermillExecutionError
-
     if (reason := _missing_weights(run, study)) is not None:
         return Outcome("skipped", reason)
     digest = input_hash(run, study, library)
@@ -284,9 +304,9 @@ def _run_one(run: Run, study: Study, library: str, force: bool, results_path: Pa
         return Outcome("up to date")
     start = time.perf_counter()
     try:
-        execute_run(run, digest)
-    except PapermillExecutionError as err:
-        first = str(err.evalue).splitlines()[0] if err.evalue else ""
+        execute_run(run, digest, kernels)
+    except NotebookFailed as err:
+        first = err.evalue.splitlines()[0] if err.evalue else ""
         return Outcome("failed", f"{err.ename}: {first}; see {run.output.with_suffix('.failed.ipynb')}")
     return Outcome("done", seconds=time.perf_counter() - start)
 

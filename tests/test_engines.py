@@ -106,7 +106,7 @@ def tiny_study(tmp_path):
 
 def _assert_complete(book: Path, n_models: int):
     rows = pd.read_csv(book / "results" / "results.csv")  # parses: never half-written
-    assert len(rows) == n_models and not rows.duplicated(RESUME_KEY).any()
+    assert (rows.section == "linear").sum() == n_models and not rows.duplicated(RESUME_KEY).any()
     assert len(list((book / "results" / "linear").glob("*.ipynb"))) == n_models + 1
     assert not list((book / "results").rglob("*.tmp*"))
 
@@ -123,7 +123,8 @@ def test_a_killed_study_resumes_without_repeating_finished_runs(tiny_study, tmp_
     proc.wait()
     assert ": done in" in first, first
     finished = first.split("] ", 1)[1].rsplit(": done in", 1)[0]
-    assert len(pd.read_csv(book / "results" / "results.csv")) == 1  # the finished run's row, and it parses
+    rows = pd.read_csv(book / "results" / "results.csv")  # the finished run's rows, and it parses
+    assert (rows.section == "linear").sum() == 1
 
     again = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
     assert again.returncode == 0, again.stdout + again.stderr
@@ -148,3 +149,43 @@ def test_ray_engine_runs_a_tiny_grid_on_a_local_instance(tiny_study, tmp_path):
         assert sum(line.endswith("up to date") for line in logs) == 3, logs
     finally:
         ray.shutdown()
+
+
+def _notebook(path: Path, *sources: str, parameters: str = "") -> Path:
+    import nbformat
+
+    cells = [nbformat.v4.new_code_cell(parameters, metadata={"tags": ["parameters"]})]
+    cells += [nbformat.v4.new_code_cell(src) for src in sources]
+    nbformat.write(nbformat.v4.new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}), path)
+    return path
+
+
+@pytest.mark.slow
+def test_a_warm_kernel_starts_each_notebook_from_a_fresh_state(tmp_path):
+    from ssl_lib.kernels import NotebookFailed, WarmKernel
+
+    dirty = _notebook(tmp_path / "dirty.ipynb", "import os, torch, matplotlib\nleft_over = 1\ntorch.manual_seed(5)\n"
+                      "matplotlib.rcParams['lines.linewidth'] = 9\nos.chdir('/')", parameters="x = 0")
+    check = _notebook(tmp_path / "check.ipynb",
+                      "import os, torch, matplotlib\n"
+                      "assert 'left_over' not in globals() and x == 3\n"
+                      "assert os.getcwd() == CWD\n"
+                      "assert matplotlib.rcParams['lines.linewidth'] != 9\n"
+                      "print(torch.rand(3).tolist())", parameters="x = 0\nCWD = ''")
+    kernel = WarmKernel(tmp_path)
+    try:
+        kernel.execute(dirty, {"x": 1})
+        nb = kernel.execute(check, {"x": 3, "CWD": str(tmp_path)})
+        assert kernel.runs == 2  # the same kernel ran both
+        with pytest.raises(NotebookFailed, match="AssertionError"):
+            kernel.execute(check, {"x": 4, "CWD": str(tmp_path)})
+        assert kernel.km is None  # replaced after a failure
+    finally:
+        kernel.shutdown()
+    # the global torch stream is a new process's: the same numbers as in a fresh interpreter
+    fresh = subprocess.run([sys.executable, "-c", "import torch; print(torch.rand(3).tolist())"],
+                           capture_output=True, text=True).stdout
+    printed = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
+    assert printed == fresh
+    injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert injected and "x = 3" in injected[0].source
