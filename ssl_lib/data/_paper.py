@@ -1,151 +1,289 @@
-"""The paper's many-shot datasets (reference/paper.md §2.1) through torchvision loaders.
+"""The paper's many-shot datasets (reference/paper.md §2.1) in their real on-disk layouts.
 
 Split names are the paper's: ``train``/``val``/``test`` where an official validation split
 exists (Aircraft, DTD, Flowers, VOC2007), otherwise ``train``/``test`` and validation is the
-seeded 20% carve of ``train``.
+seeded 20% carve of ``train``. Torchvision's loaders are used where they match the paper's split
+(they also download with ``download=True``); Caltech-101 (the paper's own split lists), SUN397
+(partition 1 of the official ``Partitions``) and VOC2007 classification (``ImageSets/Main``
+per-class lists) are read here. The CD-FSL few-shot datasets live in :mod:`._cdfsl`.
+
+Every location is relative to the data root (``$SSL_LIB_DATA`` or ``<cache>/data``, or the
+``data_root`` parameter). A missing dataset raises :class:`DataNotFoundError` with one line that
+says where the files go and how to get them.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 import torch
 import torchvision.datasets as tvd
 from PIL import Image
 from torch.utils.data import Dataset
 
-from ..exceptions import DataNotFoundError
+from .._registry import Registry
+from ..exceptions import ConfigError, DataNotFoundError
 from ._spec import DatasetSpec
 
-__all__ = ["paper_specs", "VOC_CLASSES", "FileListDataset"]
+__all__ = [
+    "PAPER_DATA", "PaperData", "paper_specs", "VOC_CLASSES", "FileListDataset", "VOC2007Classification",
+    "CALTECH_SPLITS_URL", "SUN397_PARTITIONS_URL", "LOADER_VERSION",
+]
+
+LOADER_VERSION = 2  # enters the feature-cache fingerprint: bump when a loader's labels or order change
 
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
     "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
 )
-_SPLITS_REPO = "https://github.com/linusericsson/ssl-transfer"
+# The list the paper's numbers were produced with (3060 train lines, 2416 unique images; issue #10).
+CALTECH_SPLITS_URL = (
+    "https://github.com/linusericsson/ssl-transfer/tree/5fbb1eb06f5bb69ef40426410f9e83602a04f04e/caltech101-splits"
+)
+SUN397_PARTITIONS_URL = "https://vision.princeton.edu/projects/2010/SUN/download/Partitions.zip"
+
+
+@dataclass(frozen=True)
+class PaperData:
+    """How to open one of the paper's datasets, and what a user does when it is missing.
+
+    ``open(split, root, transform, download)`` returns a torch ``Dataset`` of (image, label).
+    ``torchvision_download``: ``download=True`` fetches (part of) it. ``manual``: the steps for
+    what torchvision cannot fetch ('' when it fetches everything).
+    """
+
+    open: Callable[[str, Path, Callable | None, bool], Dataset]
+    num_classes: int
+    metric: str
+    splits: tuple[str, ...]
+    description: str
+    where: str
+    torchvision_download: bool = True
+    manual: str = ""
+    kind: str = "classification"
+
+
+PAPER_DATA: Registry[PaperData] = Registry("paper dataset")
 
 
 class FileListDataset(Dataset):
-    """Images listed by relative path with integer labels (Caltech-101 and SUN397 split files)."""
+    """Images listed by path with integer labels (Caltech-101, SUN397 and the CD-FSL csv files).
 
-    def __init__(self, root: Path, files: list[str], labels: list[int], transform=None) -> None:
-        self.root, self.files, self.labels, self.transform = Path(root), files, labels, transform
+    ``loader`` opens one image (default: PIL, converted to RGB); ``classes`` names the labels.
+    """
+
+    def __init__(
+        self, root: Path, files: Sequence[str], labels: Sequence[int], transform=None, *,
+        classes: Sequence[str] = (), loader: Callable[[Path], Image.Image] | None = None,
+    ) -> None:
+        if len(files) != len(labels):
+            raise ValueError(f"{len(files)} files but {len(labels)} labels")
+        self.root, self.files, self.labels = Path(root), list(files), [int(y) for y in labels]
+        self.transform, self.classes = transform, list(classes)
+        self.loader = loader or (lambda path: Image.open(path).convert("RGB"))
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, index: int):
-        image = Image.open(self.root / self.files[index]).convert("RGB")
+        image = self.loader(self.root / self.files[index])
         if self.transform is not None:
             image = self.transform(image)
         return image, self.labels[index]
 
 
-class VOCMultiLabel(Dataset):
-    """VOC2007 classification: a 20-d 0/1 target per image from the detection annotations.
+class VOC2007Classification(Dataset):
+    """VOC2007 classification from ``ImageSets/Main/<class>_<split>.txt``: a 20-d 0/1 target.
 
-    As in the paper's code only ``target == 1`` is positive: a class whose every instance in an
-    image is marked difficult (label 0 in ImageSets/Main) counts as negative.
+    As in the paper's code only flag ``1`` is positive: ``0`` (the class appears only as
+    "difficult" objects) and ``-1`` are both negative. Images in the order of ``<split>.txt``.
     """
 
     def __init__(self, root: Path, split: str, transform=None, download: bool = False) -> None:
-        self.voc = tvd.VOCDetection(str(root), year="2007", image_set=split, download=download)
+        voc = Path(root) / "VOCdevkit" / "VOC2007"
+        main = voc / "ImageSets" / "Main"
+        if download and not (main / f"{split}.txt").exists():
+            tvd.VOCDetection(str(root), year="2007", image_set=split, download=True)
+        ids = [line.split()[0] for line in _lines(main / f"{split}.txt")]
+        position = {image_id: i for i, image_id in enumerate(ids)}
+        targets = np.zeros((len(ids), len(VOC_CLASSES)), dtype=np.int64)
+        for c, name in enumerate(VOC_CLASSES):
+            for line in _lines(main / f"{name}_{split}.txt"):
+                image_id, flag = line.split()
+                if image_id not in position:
+                    raise ConfigError(f"{main / f'{name}_{split}.txt'} lists image {image_id}, which {split}.txt lacks.")
+                targets[position[image_id], c] = int(flag) == 1
+        self.images = [voc / "JPEGImages" / f"{image_id}.jpg" for image_id in ids]
+        self.targets = torch.from_numpy(targets)
+        self.classes = list(VOC_CLASSES)
         self.transform = transform
 
     def __len__(self) -> int:
-        return len(self.voc)
+        return len(self.images)
 
     def __getitem__(self, index: int):
-        image, annotation = self.voc[index]
-        objects = annotation["annotation"]["object"]
-        target = torch.zeros(len(VOC_CLASSES), dtype=torch.int64)
-        for obj in objects if isinstance(objects, list) else [objects]:
-            if obj.get("difficult", "0") == "0":
-                target[VOC_CLASSES.index(obj["name"])] = 1
+        image = Image.open(self.images[index]).convert("RGB")
         if self.transform is not None:
             image = self.transform(image)
-        return image, target
+        return image, self.targets[index]
 
 
-def _read_split_file(path: Path, classes: list[str]) -> tuple[list[str], list[int]]:
-    files = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    return files, [classes.index(f.split("/")[0]) for f in files]
+def _lines(path: Path) -> list[str]:
+    """Non-empty lines, whatever the line endings (the fixed Caltech list has CRLF)."""
+    return [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
 
 
 def _caltech101(split: str, root: Path, transform, download: bool) -> Dataset:
-    base = root / "caltech101" / "101_ObjectCategories"
-    split_file = root / "caltech101" / "caltech101-splits" / f"{split}.txt"
+    """The paper's 30-per-class lists, read as given: with the original list the train split keeps
+    its repeated lines (the paper's numbers); the 2023 fix (ssl-transfer 416913f) has 2416 lines."""
+    base = root / "caltech101"
+    images = base / "101_ObjectCategories"
+    if download and not images.is_dir():
+        tvd.Caltech101(str(root), download=True)  # images only (BACKGROUND_Google is extracted too)
+    if not images.is_dir():
+        raise FileNotFoundError(f"{images} is missing")
+    split_file = base / "caltech101-splits" / f"{split}.txt"
     if not split_file.exists():
-        raise FileNotFoundError(
-            f"{split_file} (the paper's split; copy caltech101-splits/ from {_SPLITS_REPO})"
+        raise DataNotFoundError(
+            f"Caltech-101 split list {split_file} is missing: copy caltech101-splits/train.txt and test.txt "
+            f"from {CALTECH_SPLITS_URL} into {split_file.parent}/ (the paper's 102-class split)."
         )
-    classes = sorted(p.name for p in base.iterdir() if p.is_dir())  # 102, with BACKGROUND_Google
-    files, labels = _read_split_file(split_file, classes)
-    return FileListDataset(base, files, labels, transform)
+    folders = sorted(p.name for p in images.iterdir() if p.is_dir())  # 102 with BACKGROUND_Google
+    files, labels, names = [], [], {}
+    for line in _lines(split_file):
+        path, *label = line.split()
+        cls = path.split("/")[0]
+        labels.append(int(label[0]) if label else folders.index(cls))
+        names[labels[-1]] = cls
+        files.append(path)
+    classes = [names.get(i, f"<class {i}>") for i in range(max(names) + 1)] if names else []
+    return FileListDataset(images, files, labels, transform, classes=classes)
 
 
 def _sun397(split: str, root: Path, transform, download: bool) -> Dataset:
+    """Partition 1; the label is the image's class folder (``/a/abbey/sun_x.jpg`` → ``a/abbey``).
+
+    The paper's code instead takes the first class name (sorted) that is a *substring* of the
+    path, which merges e.g. ``barn`` into ``bar``; see the report."""
     base = root / "SUN397"
-    listing = base / "Partitions" / ("Training_01.txt" if split == "train" else "Testing_01.txt")
-    classes_file = base / "ClassName.txt"
-    classes = [c.strip().lstrip("/") for c in classes_file.read_text().splitlines() if c.strip()]
-    files = [line.strip().lstrip("/") for line in listing.read_text().splitlines() if line.strip()]
-    labels = [classes.index(f.rsplit("/", 1)[0]) for f in files]
-    return FileListDataset(base, files, labels, transform)
+    if download and not base.is_dir():
+        tvd.SUN397(str(root), download=True)  # images and ClassName.txt; the partitions are separate
+    if not (base / "ClassName.txt").exists():
+        raise FileNotFoundError(f"{base / 'ClassName.txt'} is missing")
+    name = "Training_01.txt" if split == "train" else "Testing_01.txt"
+    listing = next((p for p in (base / "Partitions" / name, base / name) if p.exists()), None)
+    if listing is None:
+        raise DataNotFoundError(
+            f"SUN397 partition file {base / 'Partitions' / name} is missing: unzip {SUN397_PARTITIONS_URL} "
+            f"into {base}/ (the paper uses partition 01)."
+        )
+    class_dirs = [c.lstrip("/") for c in _lines(base / "ClassName.txt")]
+    index = {c: i for i, c in enumerate(class_dirs)}
+    files = [line.lstrip("/") for line in _lines(listing)]
+    try:
+        labels = [index[f.rsplit("/", 1)[0]] for f in files]
+    except KeyError as err:
+        raise ConfigError(f"{listing} names class folder {err.args[0]!r}, which {base / 'ClassName.txt'} lacks.") from None
+    return FileListDataset(base, files, labels, transform, classes=[c.split("/", 1)[1] for c in class_dirs])
+
+
+def _voc2007(split: str, root: Path, transform, download: bool) -> Dataset:
+    return VOC2007Classification(root, split, transform, download)
 
 
 def _tv(cls, split_arg: dict, split: str, root: Path, transform, download: bool, **kwargs) -> Dataset:
     return cls(str(root), transform=transform, download=download, **split_arg[split], **kwargs)
 
 
-_TV = {
-    "aircraft": (partial(_tv, tvd.FGVCAircraft, {s: {"split": s} for s in ("train", "val", "test")}, annotation_level="variant"),
-                 100, "mean_per_class", ("train", "val", "test"), "FGVC Aircraft 2013b, variants."),
-    "caltech101": (_caltech101, 102, "mean_per_class", ("train", "test"), "Caltech-101 incl. BACKGROUND_Google, the paper's 30-per-class split."),
-    "cars": (partial(_tv, tvd.StanfordCars, {s: {"split": s} for s in ("train", "test")}),
-             196, "top1", ("train", "test"), "Stanford Cars (manual download: place the devkit under <root>/stanford_cars)."),
-    "cifar10": (partial(_tv, tvd.CIFAR10, {"train": {"train": True}, "test": {"train": False}}),
-                10, "top1", ("train", "test"), "CIFAR-10, upsampled to 224 px."),
-    "cifar100": (partial(_tv, tvd.CIFAR100, {"train": {"train": True}, "test": {"train": False}}),
-                 100, "top1", ("train", "test"), "CIFAR-100, upsampled to 224 px."),
-    "dtd": (partial(_tv, tvd.DTD, {s: {"split": s} for s in ("train", "val", "test")}, partition=1),
-            47, "top1", ("train", "val", "test"), "Describable Textures, partition 1."),
-    "flowers": (partial(_tv, tvd.Flowers102, {s: {"split": s} for s in ("train", "val", "test")}),
-                102, "mean_per_class", ("train", "val", "test"), "Oxford Flowers-102."),
-    "food": (partial(_tv, tvd.Food101, {s: {"split": s} for s in ("train", "test")}),
-             101, "top1", ("train", "test"), "Food-101."),
-    "pets": (partial(_tv, tvd.OxfordIIITPet, {"train": {"split": "trainval"}, "test": {"split": "test"}}),
-             37, "mean_per_class", ("train", "test"), "Oxford-IIIT Pets (trainval as train)."),
-    "sun397": (_sun397, 397, "top1", ("train", "test"), "SUN397, partition 1 (Training_01 / Testing_01)."),
-    "voc2007": (lambda split, root, transform, download: VOCMultiLabel(root, split, transform, download),
-                20, "map11", ("train", "val", "test"), "Pascal VOC2007 classification, 20 binary classifiers."),
-}
+def _split_kw(*splits: str, key: str = "split") -> dict[str, dict]:
+    return {s: {key: s} for s in splits}
 
 
-def _open(name: str, split: str, *, transform=None, root=None, download: bool = False) -> Dataset:
+_TRAIN_TEST_BOOL = {"train": {"train": True}, "test": {"train": False}}
+_CARS_MANUAL = (
+    "Manual download: the original https://ai.stanford.edu/~jkrause/cars/car_dataset.html is offline; take a mirror "
+    "(e.g. https://www.kaggle.com/datasets/jessicali9530/stanford-cars-dataset plus the devkit and "
+    "cars_test_annos_withlabels.mat) and put devkit/ (cars_meta.mat, cars_train_annos.mat), cars_train/, cars_test/ and "
+    "cars_test_annos_withlabels.mat in <root>/stanford_cars/."
+)
+_CALTECH_MANUAL = f"The paper's split lists are a manual download: caltech101-splits/{{train,test}}.txt from {CALTECH_SPLITS_URL} into <root>/caltech101/caltech101-splits/."
+_SUN_MANUAL = f"The partition files are a manual download: unzip {SUN397_PARTITIONS_URL} into <root>/SUN397/."
+
+for _name, _entry in {
+    "aircraft": PaperData(partial(_tv, tvd.FGVCAircraft, _split_kw("train", "val", "test"), annotation_level="variant"),
+                          100, "mean_per_class", ("train", "val", "test"),
+                          "FGVC Aircraft 2013b, 100 variants, official train/val/test.", "fgvc-aircraft-2013b"),
+    "caltech101": PaperData(_caltech101, 102, "mean_per_class", ("train", "test"),
+                            "Caltech-101 incl. BACKGROUND_Google (102 classes), the paper's 30-per-class train list.",
+                            "caltech101", manual=_CALTECH_MANUAL),
+    "cars": PaperData(partial(_tv, tvd.StanfordCars, _split_kw("train", "test")), 196, "top1", ("train", "test"),
+                      "Stanford Cars, devkit train/test.", "stanford_cars", torchvision_download=False, manual=_CARS_MANUAL),
+    "cifar10": PaperData(partial(_tv, tvd.CIFAR10, _TRAIN_TEST_BOOL), 10, "top1", ("train", "test"),
+                         "CIFAR-10, upsampled from 32 px.", "cifar-10-batches-py"),
+    "cifar100": PaperData(partial(_tv, tvd.CIFAR100, _TRAIN_TEST_BOOL), 100, "top1", ("train", "test"),
+                          "CIFAR-100 (fine labels), upsampled from 32 px.", "cifar-100-python"),
+    "dtd": PaperData(partial(_tv, tvd.DTD, _split_kw("train", "val", "test"), partition=1), 47, "top1",
+                     ("train", "val", "test"), "Describable Textures, partition 1.", "dtd/dtd"),
+    "flowers": PaperData(partial(_tv, tvd.Flowers102, _split_kw("train", "val", "test")), 102, "mean_per_class",
+                         ("train", "val", "test"), "Oxford Flowers-102, setid.mat trnid/valid/tstid.", "flowers-102"),
+    "food": PaperData(partial(_tv, tvd.Food101, _split_kw("train", "test")), 101, "top1", ("train", "test"),
+                      "Food-101, meta/train.json and meta/test.json.", "food-101"),
+    "pets": PaperData(partial(_tv, tvd.OxfordIIITPet, {"train": {"split": "trainval"}, "test": {"split": "test"}}),
+                      37, "mean_per_class", ("train", "test"), "Oxford-IIIT Pets (trainval as train).", "oxford-iiit-pet"),
+    "sun397": PaperData(_sun397, 397, "top1", ("train", "test"), "SUN397, partition 1 (Training_01 / Testing_01).",
+                        "SUN397", manual=_SUN_MANUAL),
+    "voc2007": PaperData(_voc2007, 20, "map11", ("train", "val", "test"),
+                         "Pascal VOC2007 classification, 20 binary classifiers (flag 1 positive).", "VOCdevkit/VOC2007",
+                         kind="multilabel"),
+}.items():
+    PAPER_DATA.add(_name, _entry)
+
+
+def _instruction(entry: PaperData, download: bool) -> str:
+    steps = []
+    if entry.torchvision_download and not download:
+        steps.append("Pass download=True (`-p download True`, or `download: true` in the study) to fetch it with torchvision.")
+    elif entry.torchvision_download:
+        steps.append("The torchvision download did not complete; check the connection or place the files by hand.")
+    if entry.manual:
+        steps.append(entry.manual)
+    return " ".join(steps)
+
+
+def open_paper_split(name: str, split: str, *, transform=None, root=None, download: bool = False) -> Dataset:
+    """Open one split; anything missing on disk becomes one :class:`DataNotFoundError` line."""
     from ..paths import data_dir
 
-    root = Path(root) if root else data_dir()
-    builder = _TV[name][0]
+    entry = PAPER_DATA.get(name)
+    root = Path(root).expanduser() if root else data_dir()
     try:
-        return builder(split, root, transform, download)
-    except (RuntimeError, FileNotFoundError, OSError) as err:
-        hint = "pass download=True (or -p download True)" if name not in ("caltech101", "sun397", "cars") else "see the README for the manual download"
+        return entry.open(split, root, transform, download and entry.torchvision_download)
+    except DataNotFoundError:
+        raise
+    except (RuntimeError, OSError) as err:  # torchvision: RuntimeError("Dataset not found..."); files: OSError
+        reason = (str(err).splitlines() or [type(err).__name__])[0]
+        reason = re.sub(r"\s*You can use download=True to download it\.?", "", reason).rstrip(". ")
         raise DataNotFoundError(
-            f"Dataset {name!r} ({split}) not found under {root}: {str(err).splitlines()[0]}. Put it there or {hint}."
+            f"Dataset {name!r} ({split}) not found under {root / entry.where}: {reason}. "
+            f"{_instruction(entry, download).replace('<root>', str(root))}"
         ) from None
 
 
 def paper_specs() -> dict[str, DatasetSpec]:
+    """Cards for the many-shot datasets and the CD-FSL few-shot datasets."""
+    from . import _cdfsl  # noqa: F401  (registers the CD-FSL entries in PAPER_DATA)
+
     return {
         name: DatasetSpec(
-            name=name, zoo="paper", kind="multilabel" if metric == "map11" else "classification",
-            num_classes=n, metric=metric, splits=splits, open=partial(_open, name),
-            description=desc, paper_analog=name, fingerprint=name,
+            name=name, zoo="paper", kind=entry.kind, num_classes=entry.num_classes, metric=entry.metric,
+            splits=entry.splits, open=partial(open_paper_split, name),
+            description=f"{entry.description} Under <data root>/{entry.where}.", paper_analog=name,
+            fingerprint=f"paper:{name}:loader-v{LOADER_VERSION}",
         )
-        for name, (_, n, metric, splits, desc) in _TV.items()
+        for name, entry in PAPER_DATA.items()
     }
-
-

@@ -1,7 +1,15 @@
 """The paper's 14 ResNet-50 models (reference/paper.md §1): weight URLs, key conversions, inputs.
 
-Checksums of the upstream files are not published; ``sha256=None`` means "not yet recorded":
-the first download prints the file's hash so a user can pin it in their own study file.
+Container layouts (what ``convert_state_dict`` unwraps): MoCo-v1/v2 and PCL-v1/v2 save
+``{"state_dict": {"module.encoder_q.*", "module.encoder_k.*", "module.queue", ...}}``; SwAV,
+DeepCluster-v2 and SeLa-v2 a plain ``{"module.*", "module.projection_head.*",
+"module.prototypes.*"}``; PyContrast (InsDis, PIRL, InfoMin) ``{"model": {"module.encoder.*",
+"module.head*.*"}, "model_ema": ..., "contrast": ...}``; torchvision a plain dict with ``fc.*``;
+BYOL and SimCLR are converted by :mod:`ssl_lib.models.convert` into plain torchvision keys.
+
+Checksums of the upstream files are not published; ``sha256=None`` means "not recorded": the
+first download prints the file's hash, and ``python -m ssl_lib.models.convert hash <name>
+--record`` pins it (see :mod:`ssl_lib.models._weights`).
 """
 
 from __future__ import annotations
@@ -33,9 +41,20 @@ _ROWS = [
 ]
 
 _NOTES = {
-    "simclr-v1": "TF checkpoint ResNet50_1x.zip converted with tonylins/simclr-converter; no input normalisation.",
-    "simclr-v2": "TF checkpoint r50_1x_sk0 converted with Separius/SimCLRv2-Pytorch and remapped to torchvision keys; no input normalisation.",
-    "byol": "Haiku pickle pretrain_res50x1.pkl converted to torchvision keys (needs jax, dm-haiku); see README.",
+    "simclr-v1": (
+        "TF checkpoint https://storage.cloud.google.com/simclr-gcs/checkpoints/ResNet50_1x.zip: unzip, then "
+        "`python -m ssl_lib.models.convert simclr-v1 ResNet50_1x/model.ckpt-225206` (needs tensorflow; "
+        "tonylins/simclr-converter's .pth is accepted too). No input normalisation."
+    ),
+    "simclr-v2": (
+        "TF checkpoint gs://simclr-checkpoints/simclrv2/pretrained/r50_1x_sk0: "
+        "`python -m ssl_lib.models.convert simclr-v2 r50_1x_sk0/model.ckpt-250228` (needs tensorflow; "
+        "Separius/SimCLRv2-Pytorch's r50_1x_sk0.pth is accepted too). No input normalisation."
+    ),
+    "byol": (
+        "Haiku pickle https://storage.googleapis.com/deepmind-byol/checkpoints/pretrain_res50x1.pkl: "
+        "`python -m ssl_lib.models.convert byol pretrain_res50x1.pkl` (needs jax, dm-haiku, dill)."
+    ),
     "supervised": "torchvision IMAGENET1K_V1 (76.13 top-1 in torchvision's docs; the paper's table uses 77.20).",
 }
 
