@@ -24,7 +24,7 @@ from ssl_lib.models import get_model_cfg
 
 PAPER_DATASETS = [
     "aircraft", "caltech101", "cars", "cifar10", "cifar100", "dtd", "flowers", "food", "pets", "sun397", "voc2007",
-    "cropdiseases", "eurosat", "isic", "chestx",
+    "cropdiseases", "eurosat", "isic", "chestx", "imagenet-val",
 ]
 
 
@@ -250,7 +250,19 @@ def _chestx(root):
     return {"all": ([index["Cardiomegaly"], index["Mass"], index["Pneumothorax"], index["Atelectasis"]], 7)}
 
 
-BUILDERS = {name: globals()[f"_{name}"] for name in PAPER_DATASETS}
+def _imagenet_val(root):
+    """torchvision's prepared layout: meta.bin (wnid -> class names, val wnids) and val/<wnid>/."""
+    base = root / "imagenet"
+    wnids = ["n01440764", "n01443537"]
+    base.mkdir(parents=True)
+    torch.save(({w: (f"class {w}",) for w in wnids}, [wnids[0], wnids[1], wnids[1]]), base / "meta.bin")
+    labels = [0, 1, 1]
+    for i, label in enumerate(labels):
+        _image(base / "val" / wnids[label] / f"ILSVRC2012_val_{i:08d}.JPEG", i)
+    return {"val": (labels, 2)}
+
+
+BUILDERS = {name: globals()[f"_{name.replace('-', '_')}"] for name in PAPER_DATASETS}
 
 
 @pytest.fixture(autouse=True)
@@ -283,6 +295,7 @@ def test_every_paper_dataset_has_a_stand_in_and_the_papers_card():
         "eurosat": (10, "top1", ("all",)),
         "isic": (7, "top1", ("all",)),
         "chestx": (7, "top1", ("all",)),
+        "imagenet-val": (1000, "top1", ("val",)),
     }
     for name, (classes, metric, splits) in expected.items():
         spec = get_dataset_spec(name)

@@ -200,6 +200,11 @@ def _tv(cls, split_arg: dict, split: str, root: Path, transform, download: bool,
     return cls(str(root), transform=transform, download=download, **split_arg[split], **kwargs)
 
 
+def _imagenet(split: str, root: Path, transform, download: bool) -> Dataset:
+    """torchvision's ImageNet (it has no download): the devkit's class names, val/<wnid>/ folders."""
+    return tvd.ImageNet(str(root / "imagenet"), split=split, transform=transform)
+
+
 def _split_kw(*splits: str, key: str = "split") -> dict[str, dict]:
     return {s: {key: s} for s in splits}
 
@@ -212,6 +217,11 @@ _CARS_MANUAL = (
     "cars_test_annos_withlabels.mat in <root>/stanford_cars/."
 )
 _CALTECH_MANUAL = f"The paper's split lists are a manual download: caltech101-splits/{{train,test}}.txt from {CALTECH_SPLITS_URL} into <root>/caltech101/caltech101-splits/."
+_IMAGENET_MANUAL = (
+    "ImageNet is a manual download (https://image-net.org/download, after accepting its terms): put "
+    "ILSVRC2012_devkit_t12.tar.gz and ILSVRC2012_img_val.tar in <root>/imagenet/ (torchvision unpacks them on first "
+    "use), or an already prepared imagenet/meta.bin and imagenet/val/<wnid>/*.JPEG."
+)
 _SUN_MANUAL = f"The partition files are a manual download: unzip {SUN397_PARTITIONS_URL} into <root>/SUN397/."
 
 for _name, _entry in {
@@ -237,6 +247,10 @@ for _name, _entry in {
                       37, "mean_per_class", ("train", "test"), "Oxford-IIIT Pets (trainval as train).", "oxford-iiit-pet"),
     "sun397": PaperData(_sun397, 397, "top1", ("train", "test"), "SUN397, partition 1 (Training_01 / Testing_01).",
                         "SUN397", manual=_SUN_MANUAL),
+    # The source domain's images, for the study-level pages that probe features (invariances, attention)
+    "imagenet-val": PaperData(_imagenet, 1000, "top1", ("val",),
+                              "ImageNet ILSVRC-2012 validation images (50 per class).", "imagenet",
+                              torchvision_download=False, manual=_IMAGENET_MANUAL),
     "voc2007": PaperData(_voc2007, 20, "map11", ("train", "val", "test"),
                          "Pascal VOC2007 classification, 20 binary classifiers (flag 1 positive).", "VOCdevkit/VOC2007",
                          kind="multilabel"),

@@ -147,7 +147,7 @@ def _load_state(cfg: ModelCfg) -> dict[str, torch.Tensor] | None:
         import torchvision
 
         weights = torchvision.models.ResNet50_Weights[source.split(":", 1)[1]]
-        checkpoint = weights.get_state_dict(progress=True)
+        checkpoint = weights.get_state_dict(progress=True, check_hash=True)  # the hash prefix in its file name
     elif source.startswith("manual:"):
         path = cache_dir("weights") / source.split(":", 1)[1]
         if not path.exists():
