@@ -204,8 +204,7 @@ def _check_retention(rows, groups) -> Verdict:
 
 
 def _paper_retention() -> str:
-    t = paper_table("table9_calibration_reconstruction_attention").set_index("model")
-    t = t.drop(index=[i for i in t.index if i.startswith("Correlation")])
+    t = _table("table9_calibration_reconstruction_attention")
     mean = t[["colour_mse_red", "colour_mse_green", "colour_mse_blue"]].mean(axis=1)
     below = int((mean.drop(index="Supervised") > mean["Supervised"]).sum())
     return f"supervised mean colour MSE {mean['Supervised']:.0f} is below {below} of 13 SSL models'"
@@ -214,6 +213,130 @@ def _paper_retention() -> str:
 FINDINGS.add("colour-retention", Finding(
     "Supervised features keep more colour information than self-supervised ones (feature inversion).",
     _paper_retention, _check_retention))
+
+
+def _table(name: str) -> pd.DataFrame:
+    t = paper_table(name).set_index("model")
+    return t.drop(index=[i for i in t.index if i.startswith("Correlation")])
+
+
+def _by_model(rows: pd.DataFrame, section: str, metric: str) -> pd.Series:
+    """The latest value of ``metric`` per model, averaged over datasets."""
+    return _latest(rows, section, metric).groupby("model")["value"].mean()
+
+
+def _detection_paper() -> str:
+    t = _table("table4_detection_voc")
+    parts = []
+    for setting in ("frozen", "finetune"):
+        col = t[f"{setting}_AP50"]
+        parts.append(f"{setting}: best SSL {col.drop(index='Supervised').max():.2f} vs supervised {col['Supervised']:.2f}")
+    return "AP50 " + "; ".join(parts)
+
+
+def _check_detection(rows, groups) -> Verdict:
+    parts, wins = [], []
+    for setting in ("frozen", "finetune"):
+        ap = _by_model(rows, "detection", f"{setting}_AP50")
+        ssl = ap[[m for m in ap.index if m not in NOT_SSL]]
+        if "supervised" not in ap.index or ssl.empty:
+            continue
+        wins.append(ssl.max() > ap["supervised"])
+        parts.append(f"{setting}: best SSL ({ssl.idxmax()}) {ssl.max():.1f} vs supervised {ap['supervised']:.1f}")
+    if not parts:
+        return Verdict("not run", "no detection results for supervised and SSL models")
+    return Verdict("agrees" if all(wins) else "disagrees", "AP50 " + "; ".join(parts))
+
+
+FINDINGS.add("detection", Finding(
+    "The best self-supervised model beats supervised pretraining on detection (AP50), frozen and fine-tuned.",
+    _detection_paper, _check_detection))
+
+
+def _check_normals(rows, groups) -> Verdict:
+    err = _by_model(rows, "dense", "sn_mean_err")
+    ssl = err[[m for m in err.index if m not in NOT_SSL]]
+    if "supervised" not in err.index or ssl.empty:
+        return Verdict("not run", "no surface-normal results for supervised and SSL models")
+    return Verdict("agrees" if ssl.min() < err["supervised"] else "disagrees",
+                   f"mean angular error: best SSL ({ssl.idxmin()}) {ssl.min():.1f}° vs supervised {err['supervised']:.1f}°")
+
+
+def _normals_paper() -> str:
+    col = _table("table5_dense")["sn_mean_err"]
+    return f"mean angular error: best SSL {col.drop(index='Supervised').min():.2f}° vs supervised {col['Supervised']:.2f}°"
+
+
+FINDINGS.add("normals", Finding(
+    "The best self-supervised model predicts surface normals better than supervised pretraining.",
+    _normals_paper, _check_normals))
+
+
+def _rank_text(values: pd.Series, model: str, higher_is_better: bool = True) -> tuple[int, int]:
+    ranks = values.rank(ascending=not higher_is_better, method="min")
+    return int(ranks[model]), len(values)
+
+
+def _check_segmentation(rows, groups) -> Verdict:
+    miou = _by_model(rows, "dense", "seg_mean_iou").drop(index=[m for m in ("random",)], errors="ignore")
+    if "supervised" not in miou.index or len(miou) < 3:
+        return Verdict("not run", "no segmentation results for supervised and at least 2 SSL models")
+    rank, n = _rank_text(miou, "supervised")
+    return Verdict("agrees" if rank > n / 2 else "disagrees",
+                   f"supervised mIoU {miou['supervised']:.3f} ranks {rank} of {n} pretrained models")
+
+
+def _segmentation_paper() -> str:
+    col = _table("table5_dense")["seg_mean_iou"]
+    rank, n = _rank_text(col, "Supervised")
+    return f"supervised mIoU {col['Supervised']:.4f} ranks {rank} of {n} (but see the weight-loading caveat)"
+
+
+FINDINGS.add("segmentation", Finding(
+    "Supervised pretraining is among the worst on semantic segmentation.",
+    _segmentation_paper, _check_segmentation))
+
+
+def _paper_calibration() -> str:
+    row = paper_table("table9_calibration_reconstruction_attention").set_index("model").loc["Correlation to ImageNet"]
+    return f"Pearson r of linear ECE with ImageNet accuracy = {row['ece_linear_unscaled']:.2f} (Table 9, printed)"
+
+
+def _check_calibration(rows, groups) -> Verdict:
+    ece = _latest(rows, "calibration", "ece_linear_unscaled")
+    if ece.model.nunique() < 3:
+        return Verdict("not run", "fewer than 3 models with linear calibration results")
+    settings, source = results_settings(ece)
+    r = correlate(settings[["ece_linear_unscaled"]], source, methods=("pearson",), n_boot=2000).iloc[0]
+    return Verdict("agrees" if r.ci_high < 0 else "disagrees",
+                   f"Pearson r of linear ECE with source accuracy = {r.r:.2f} [{r.ci_low:.2f}, {r.ci_high:.2f}] "
+                   f"over {r.n_models} models")
+
+
+FINDINGS.add("calibration", Finding(
+    "Models with higher source accuracy are better calibrated (lower ECE of the linear classifier).",
+    _paper_calibration, _check_calibration))
+
+
+def _paper_attention() -> str:
+    col = _table("table9_calibration_reconstruction_attention")["attentive_diffusion"]
+    higher = int((col.drop(index="Supervised") > col["Supervised"]).sum())
+    return f"supervised attentive diffusion {col['Supervised']:.2f}% is below {higher} of 13 SSL models'"
+
+
+def _check_attention(rows, groups) -> Verdict:
+    diff = _by_model(rows, "attention", "attentive_diffusion")
+    ssl = diff[[m for m in diff.index if m not in NOT_SSL]]
+    if "supervised" not in diff.index or ssl.empty:
+        return Verdict("not run", "no attention results for supervised and SSL models")
+    higher = int((ssl > diff["supervised"]).sum())
+    return Verdict("agrees" if higher > len(ssl) / 2 else "disagrees",
+                   f"supervised attentive diffusion {diff['supervised']:.1f}% is below {higher} of {len(ssl)} SSL models'")
+
+
+FINDINGS.add("attention", Finding(
+    "Supervised features attend to a smaller part of the image (lower attentive diffusion).",
+    _paper_attention, _check_attention))
 
 
 def scorecard(rows: pd.DataFrame, zoo: str) -> pd.DataFrame:

@@ -60,3 +60,44 @@ def test_invariance_finding_compares_the_ablations_by_group():
                     metric="cosine:hue", extra={"group": "appearance"}))
     status, evidence = _verdicts(rows)["invariances"]
     assert status == "agrees" and "crop-only 0.600 vs colour-only 0.400" in evidence
+
+
+def test_paper_evidence_of_the_dense_detection_calibration_and_attention_findings():
+    card = scorecard(pd.DataFrame(columns=["section", "model", "dataset", "metric", "value", "created_utc", "extra"]),
+                     "mini").set_index("finding")["paper"]
+    assert card["detection"] == "AP50 frozen: best SSL 82.34 vs supervised 81.53; finetune: best SSL 82.57 vs supervised 81.51"
+    assert card["normals"] == "mean angular error: best SSL 28.77° vs supervised 33.52°"  # SimCLR-v2, Table 5
+    assert card["segmentation"].startswith("supervised mIoU 0.2563 ranks 13 of 14")
+    assert card["attention"] == "supervised attentive diffusion 43.88% is below 11 of 13 SSL models'"
+    assert "-0.77" in card["calibration"]
+
+
+def test_detection_needs_the_best_ssl_model_ahead_in_both_settings():
+    rows = (_rows("detection", {"supervised": {"mini-scenes": 40}, "byol": {"mini-scenes": 45}, "random": {"mini-scenes": 90}},
+                  metric="frozen_AP50")
+            + _rows("detection", {"supervised": {"mini-scenes": 50}, "byol": {"mini-scenes": 48}}, metric="finetune_AP50"))
+    status, evidence = _verdicts(rows)["detection"]
+    assert status == "disagrees"  # random init is not an SSL model; fine-tuned supervised wins
+    assert evidence == "AP50 frozen: best SSL (byol) 45.0 vs supervised 40.0; finetune: best SSL (byol) 48.0 vs supervised 50.0"
+
+
+def test_normals_segmentation_and_attention_verdicts():
+    dense = (_rows("dense", {"supervised": {"n": 30.0}, "byol": {"n": 28.0}, "swav": {"n": 33.0}}, metric="sn_mean_err")
+             + _rows("dense", {"supervised": {"s": 0.20}, "byol": {"s": 0.30}, "swav": {"s": 0.25}, "random": {"s": 0.1}},
+                     metric="seg_mean_iou")
+             + _rows("attention", {"supervised": {"src": 40.0}, "byol": {"src": 45.0}, "swav": {"src": 39.0},
+                                   "dino": {"src": 47.0}}, metric="attentive_diffusion"))
+    verdicts = _verdicts(dense)
+    assert verdicts["normals"] == ("agrees", "mean angular error: best SSL (byol) 28.0° vs supervised 30.0°")
+    assert verdicts["segmentation"] == ("agrees", "supervised mIoU 0.200 ranks 3 of 3 pretrained models")
+    assert verdicts["attention"] == ("agrees", "supervised attentive diffusion 40.0% is below 2 of 3 SSL models'")
+
+
+def test_calibration_agrees_only_when_ece_falls_with_source_accuracy():
+    source = {"a": 5, "b": 10, "c": 20, "d": 30, "e": 40}
+    falling = {m: {"mini-objects": 30 - 0.5 * s} for m, s in source.items()}
+    status, evidence = _verdicts(_rows("calibration", falling, metric="ece_linear_unscaled", source=source))["calibration"]
+    assert status == "agrees" and evidence.startswith("Pearson r of linear ECE with source accuracy = -0.9")
+    rising = {m: {"mini-objects": 5 + 0.5 * s} for m, s in source.items()}
+    status, _ = _verdicts(_rows("calibration", rising, metric="ece_linear_unscaled", source=source))["calibration"]
+    assert status == "disagrees"
