@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SOURCES = sorted((ROOT / "notebooks").glob("*.py"))
 SCHEMA = {"linear": "linear", "finetune": "finetune", "fewshot": "fewshot", "correlation": "correlation",
           "invariances": "invariances", "retention": "retention", "scorecard": "scorecard",
+          "calibration": "calibration", "attention": "attention",
           "linear_summary": "summary", "finetune_summary": "summary", "fewshot_summary": "summary"}
 
 
@@ -75,6 +76,8 @@ def test_linear_notebook_runs_with_papermill_and_records_rows(checkpoint, tmp_pa
     import pandas as pd
 
     rows = pd.read_csv(results)
+    assert set(rows.section) == {"linear", "calibration"}  # the run also records its calibration
+    rows = rows[rows.section == "linear"]
     assert list(rows.dataset) == ["mini-digits"] and rows.value.iloc[0] > 30  # chance is 10%
     assert json.loads(rows.hyperparams.iloc[0])["C"] > 0 and rows.selected_on.iloc[0].startswith("val")
 
@@ -116,6 +119,8 @@ def test_finetune_notebook_runs_and_records_the_chosen_point(checkpoint, tmp_pat
     html, pngs = _html_and_pngs(out)
     assert "mini-digits" in html and pngs
     rows = pd.read_csv(results)
+    assert set(rows.section) == {"finetune", "calibration"}  # the run also records its calibration
+    rows = rows[rows.section == "finetune"]
     assert list(rows.dataset) == ["mini-digits"] and rows.value.iloc[0] > 10  # chance is 10%
     assert json.loads(rows.hyperparams.iloc[0])["lr"] in (0.1, 0.01)
     assert rows.selected_on.iloc[0].startswith("val")
@@ -170,3 +175,31 @@ def test_retention_notebook_runs_and_records_rows(checkpoint, tmp_path):
     rows = pd.read_csv(results).set_index("metric")
     assert {"colour_mse_mean", "perceptual_random-vgg", "probe_r2:mean_red", "probe_r2:centroid_x"} <= set(rows.index)
     assert 0 < rows.loc["colour_mse_mean", "value"] < 255**2
+
+
+@pytest.mark.slow
+def test_calibration_page_reads_the_rows_of_the_linear_run(checkpoint, tmp_path):
+    results = tmp_path / "results.csv"
+    proc, _ = _papermill(["-p", "model", checkpoint, "-p", "dataset", "mini-digits", "-p", "n_boot", "0",
+                          "-p", "results_path", str(results)], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc, out = _papermill(["-p", "model", f"{checkpoint},byol", "-p", "results_path", str(results)], tmp_path,
+                           "calibration")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    html, pngs = _html_and_pngs(out)
+    assert "ece_linear_scaled" in html and "No calibration rows for `byol`" in html
+    assert len(pngs) == 2  # the per-model table and the reliability diagrams
+
+
+@pytest.mark.slow
+def test_attention_notebook_runs_and_records_rows(checkpoint, tmp_path):
+    import pandas as pd
+
+    results = tmp_path / "results.csv"
+    proc, out = _papermill(["-p", "model", checkpoint, "-p", "n_images", "2", "-p", "stride", "4",
+                            "-p", "results_path", str(results)], tmp_path, "attention")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    html, pngs = _html_and_pngs(out)
+    assert "2 images" in html and len(pngs) == 2  # the maps and the diffusion plot
+    rows = pd.read_csv(results)
+    assert list(rows.metric) == ["attentive_diffusion"] and 0 < rows.value.iloc[0] < 100

@@ -9,6 +9,12 @@ the same pretrained weights and is scored on validation; the first best point (g
 
 Each grid point's score is written to a small JSON state file as soon as it finishes (atomically),
 so an interrupted run resumes at the next unfinished point.
+
+Calibration (classification only, as the paper: no multi-label): each grid point also records the
+temperature fitted on its validation logits; the final model's test logits give the unscaled ECE,
+the paper's 5-fold cross-validated scaled ECE, and the ECE scaled by the chosen point's validation
+temperature (:mod:`ssl_lib.evaluate.calibration`). All of it is kept in the state file, so a
+resumed run still has it.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from ..metrics import compute_metric
 from ..models import FeatureModel
 from ..paths import atomic_path
 from ..stats import bootstrap_ci
+from .calibration import calibrate, fit_temperature
 
 __all__ = [
     "LR_GRID",
@@ -50,7 +57,7 @@ __all__ = [
 
 LR_GRID = (0.1, 0.01, 0.001, 0.0001)  # torch.logspace(-4, -1, 4), flipped
 WD_GRID = (0.0, 1e-6, 1e-5, 1e-4, 1e-3)  # divided by lr before reaching the optimiser
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: grid points carry their validation temperature, the final its calibration
 
 
 @dataclass(frozen=True)
@@ -91,6 +98,7 @@ class FinetuneResult:
     seconds: float
     resumed_points: int = 0
     final: dict = field(default_factory=dict)
+    calibration: dict | None = None  # Calibration.to_dict() of the final test logits (None: multi-label)
 
 
 class Finetuner(nn.Module):
@@ -238,6 +246,7 @@ def run_finetune(
         net = finetune_once(model, train, lr=lr, wd=wd, desc=f"{dataset} {key}", **common)
         scores, labels = predict(net, val, num_workers=num_workers)
         point = {"lr": lr, "wd": wd, "val_score": compute_metric(spec.metric, labels, scores),
+                 "val_temperature": None if spec.multilabel else fit_temperature(scores, labels),
                  "seconds": time.perf_counter() - t0}
         state["points"][key] = point
         _save_state(state_path, state)
@@ -253,7 +262,9 @@ def run_finetune(
         metric = lambda y, s: compute_metric(spec.metric, y, s)  # noqa: E731
         low, high = bootstrap_ci(metric, labels, scores, n_boot=n_boot, seed=seed)
         state["final"] = {"lr": best["lr"], "wd": best["wd"], "seconds": time.perf_counter() - t0,
-                          "test_score": metric(labels, scores), "ci_low": low, "ci_high": high}
+                          "test_score": metric(labels, scores), "ci_low": low, "ci_high": high,
+                          "calibration": None if spec.multilabel else calibrate(
+                              scores, labels, temperature_val=best["val_temperature"], seed=seed).to_dict()}
         _save_state(state_path, state)
     final = state["final"]
     return FinetuneResult(
@@ -261,4 +272,5 @@ def run_finetune(
         best_lr=best["lr"], best_wd=best["wd"], grid=points,
         n_train=len(train), n_val=len(val), n_test=len(test), val_source=val_source,
         seconds=time.perf_counter() - start, resumed_points=resumed, final=final,
+        calibration=final["calibration"],
     )

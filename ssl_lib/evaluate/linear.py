@@ -55,6 +55,9 @@ class LinearResult:
     val_source: str
     fit_seconds: float
     test_scores_raw: np.ndarray = field(repr=False, default=None)  # decision values on test
+    # decision values on val of the selection fit at the chosen C (trained on train only): the
+    # validation logits that temperature scaling's "val" variant is fitted on
+    val_scores_raw: np.ndarray = field(repr=False, default=None)
 
 
 def select_C(c_grid: np.ndarray, val_scores: np.ndarray) -> int:
@@ -100,6 +103,7 @@ def evaluate_linear(
         val_scores=val_scores, c_grid=np.asarray(c_grid), solver=solver,
         n_train=len(splits.y_train), n_val=len(splits.y_val), n_test=len(splits.y_test),
         val_source=splits.val_source, fit_seconds=time.perf_counter() - start, test_scores_raw=scores,
+        val_scores_raw=path[best].decision_function(splits.X_val),
     )
 
 

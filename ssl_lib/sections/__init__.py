@@ -1,7 +1,11 @@
 """One module per book section: its notebook parameters and the run for one model."""
 
 from .._registry import Registry
+from .attention import AttentionParams
+from .calibration import CalibrationParams
 from .correlation import CorrelationParams
+from .dense import DenseParams
+from .detection import DetectionParams
 from .fewshot import FewShotParams
 from .finetune import FinetuneParams
 from .invariances import InvariancesParams
@@ -10,12 +14,18 @@ from .retention import RetentionParams
 from .scorecard import ScorecardParams
 from .summary import SummaryParams
 
-__all__ = ["SECTION_PARAMS", "CorrelationParams", "FewShotParams", "FinetuneParams", "InvariancesParams", "LinearParams", "RetentionParams", "ScorecardParams", "SummaryParams"]
+__all__ = [
+    "SECTION_PARAMS", "AttentionParams", "CalibrationParams", "DenseParams", "DetectionParams", "CorrelationParams", "FewShotParams", "FinetuneParams", "InvariancesParams", "LinearParams", "RetentionParams", "ScorecardParams", "SummaryParams",
+]
 
 SECTION_PARAMS: Registry[type] = Registry("section")
 SECTION_PARAMS.add("linear", LinearParams)
 SECTION_PARAMS.add("finetune", FinetuneParams)
 SECTION_PARAMS.add("fewshot", FewShotParams)
+SECTION_PARAMS.add("detection", DetectionParams)
+SECTION_PARAMS.add("dense", DenseParams)
+SECTION_PARAMS.add("calibration", CalibrationParams)
+SECTION_PARAMS.add("attention", AttentionParams)
 SECTION_PARAMS.add("invariances", InvariancesParams)
 SECTION_PARAMS.add("retention", RetentionParams)
 SECTION_PARAMS.add("correlation", CorrelationParams)

@@ -6,19 +6,21 @@ import hashlib
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import pandas as pd
 from tqdm import tqdm
 
 from ..data import get_dataset_spec
+from ..evaluate.calibration import Calibration
 from ..evaluate.finetune import FinetuneCfg, FinetuneResult, run_finetune
 from ..exceptions import ConfigError
 from ..models import create_model
 from ..paths import cache_dir
-from ..results import append_rows, params_hash
+from ..results import COLUMNS, append_rows, params_hash
 from ..study import load_study
 from ._common import RowStamp, parse_numbers, section_datasets
+from .calibration import calibration_rows
 
 __all__ = ["FinetuneParams", "FinetuneRun", "PROTOCOL", "finetune_cfg", "run_finetune_section", "grid_table"]
 
@@ -29,6 +31,8 @@ PROTOCOL = {
     "selection": "validation split (official, else seeded 20% carve of train); first best in grid order",
     "final": "the chosen (lr, wd) retrained on train+val, scored on test",
     "resume": "each grid point's validation score is saved as it finishes",
+    "calibration": "ECE (15 bins) of the final model's test logits: unscaled, temperature-scaled by 5-fold CV on "
+                   "test (the paper's) and by the chosen point's validation temperature; not for multi-label tasks",
 }
 
 
@@ -59,6 +63,7 @@ class FinetuneParams:
 class FinetuneRun:
     rows: pd.DataFrame
     results: dict[str, FinetuneResult]
+    calibration: pd.DataFrame = field(default_factory=pd.DataFrame)  # "calibration" rows (not multi-label)
 
 
 def finetune_cfg(params: FinetuneParams, study=None) -> FinetuneCfg:
@@ -97,7 +102,7 @@ def run_finetune_section(params: FinetuneParams) -> FinetuneRun:
     model = create_model(params.model, zoo=study.zoo, device=device)
     stamp = RowStamp("finetune", model, params.seed, device)
     protocol = {**asdict(cfg), "n_boot": params.n_boot, "carve_seed": 0}
-    rows, results = [], {}
+    rows, cal_rows, results = [], [], {}
     bar = tqdm(total=len(datasets) * (len(cfg.grid) + 1), desc=f"finetune · {model.cfg.name}", file=sys.stderr,
                mininterval=10)
     for name in datasets:
@@ -120,10 +125,20 @@ def run_finetune_section(params: FinetuneParams) -> FinetuneRun:
             extra=json.dumps({"study": study.name, "source_top1": model.cfg.source_top1,
                               "resumed_points": result.resumed_points, "grid": result.grid}),
         ))
+        if result.calibration is not None:  # computed with the final fit, kept in the resumable state
+            cal = Calibration.from_dict(result.calibration)
+            cal_rows += calibration_rows(
+                stamp, cal, protocol="finetune", dataset=name,
+                protocol_params=protocol, n_train=result.n_train, n_val=result.n_val, val_source=result.val_source,
+                extra={"study": study.name, "source_top1": model.cfg.source_top1, "lr": result.best_lr,
+                       "wd": result.best_wd},
+                seconds=cal.seconds,
+            )
     bar.close()
     if params.results_path:
-        append_rows(params.results_path, rows)
-    return FinetuneRun(pd.DataFrame([asdict(r) for r in rows]), results)
+        append_rows(params.results_path, rows + cal_rows)
+    return FinetuneRun(pd.DataFrame([asdict(r) for r in rows]), results,
+                       pd.DataFrame([asdict(r) for r in cal_rows], columns=COLUMNS))
 
 
 def grid_table(run: FinetuneRun) -> pd.DataFrame:

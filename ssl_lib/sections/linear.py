@@ -5,18 +5,21 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from ..data import get_dataset_spec
+from ..evaluate.calibration import calibrate, fit_temperature
 from ..evaluate.linear import LinearResult, run_linear
 from ..evaluate.logreg import C_GRID, SOLVERS
 from ..models import create_model
-from ..results import append_rows, params_hash
+from ..results import COLUMNS, append_rows, params_hash
 from ..study import load_study
 from ._common import RowStamp, section_datasets
+from .calibration import calibration_rows
 
 __all__ = ["LinearParams", "LinearRun", "PROTOCOL", "run_linear_section", "val_curves"]
 
@@ -26,6 +29,9 @@ PROTOCOL = {
     "c_grid": "1/logspace(-6, 5, 45), walked from C=1e6 down, first best wins",
     "selection": "validation split (official, else seeded 20% carve of train)",
     "refit": "train+val at the chosen C",
+    "calibration": "ECE (15 bins) of the refit's test logits: unscaled, temperature-scaled by 5-fold CV on test "
+                   "(the paper's) and by T fitted on the chosen-C selection fit's validation logits; not for "
+                   "multi-label tasks",
 }
 
 
@@ -53,6 +59,7 @@ class LinearRun:
 
     rows: pd.DataFrame
     results: dict[str, LinearResult]
+    calibration: pd.DataFrame = field(default_factory=pd.DataFrame)  # "calibration" rows (not multi-label)
 
 
 def run_linear_section(params: LinearParams) -> LinearRun:
@@ -64,7 +71,7 @@ def run_linear_section(params: LinearParams) -> LinearRun:
     model = create_model(params.model, zoo=study.zoo, device=device)
     stamp = RowStamp("linear", model, params.seed, device)
     protocol_params = {"solver": params.solver, "c_grid_size": len(C_GRID), "carve_seed": 0, "n_boot": params.n_boot}
-    rows, results = [], {}
+    rows, cal_rows, results = [], [], {}
     # One bar over datasets: per-split bars would fill the notebook's stored output.
     for name in tqdm(datasets, desc=f"linear · {model.cfg.name}", file=sys.stderr, mininterval=10):
         start = time.perf_counter()
@@ -88,9 +95,21 @@ def run_linear_section(params: LinearParams) -> LinearRun:
             extra=json.dumps({"study": study.name, "source_top1": model.cfg.source_top1,
                               "fit_seconds": result.fit_seconds, "extract_seconds": splits.extract_seconds}),
         ))
+        if not get_dataset_spec(name).multilabel:  # the paper skips calibration for VOC (multi-label)
+            start = time.perf_counter()
+            # T for the "val" variant: the selection fit at the chosen C (train only) scored on val
+            t_val = fit_temperature(result.val_scores_raw, splits.y_val)
+            cal = calibrate(result.test_scores_raw, splits.y_test, temperature_val=t_val, seed=params.seed)
+            cal_rows += calibration_rows(
+                stamp, cal, protocol="linear", dataset=name, protocol_params=protocol_params,
+                n_train=result.n_train, n_val=result.n_val, val_source=splits.val_source,
+                extra={"study": study.name, "source_top1": model.cfg.source_top1, "C": result.best_C},
+                seconds=time.perf_counter() - start,
+            )
     if params.results_path:
-        append_rows(params.results_path, rows)
-    return LinearRun(pd.DataFrame([asdict(r) for r in rows]), results)
+        append_rows(params.results_path, rows + cal_rows)
+    return LinearRun(pd.DataFrame([asdict(r) for r in rows]), results,
+                     pd.DataFrame([asdict(r) for r in cal_rows], columns=COLUMNS))
 
 
 def val_curves(run: LinearRun) -> pd.DataFrame:
