@@ -19,6 +19,7 @@ steps = 3000
 perceptual_net = "random-vgg"
 probe_dataset = "mini-source"
 probe_split = "test"
+n_probe = 1000
 seed = 0
 results_path = ""
 device = ""

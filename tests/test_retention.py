@@ -175,3 +175,37 @@ def test_image_attributes_of_a_bright_square():
     assert attrs.mean_red[0] == pytest.approx(36 / 1024) and attrs.saturation[0] == 0
     assert attrs.mean_red[1] == 1 and attrs.mean_green[1] == 0 and attrs.saturation[1] == 1
     assert np.isnan(attrs.centroid_x[1])  # a uniform image has no object
+
+
+def _folder_dataset(root, sizes=((40, 50), (64, 48), (33, 33))):
+    """An image-folder dataset on disk whose images differ in size (as real datasets do)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for label in ("a", "b"):
+            for i, (w, h) in enumerate(sizes):
+                path = root / split / label / f"{i}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(path)
+    return f"folder:{root}"
+
+
+def test_study_level_pages_read_datasets_on_disk_at_the_zoos_size(tmp_path, random_mini_spec):
+    """The paper study's invariance, retention and attention pages sample images from disk."""
+    import yaml
+
+    from ssl_lib.sections._common import study_images
+    from ssl_lib.sections.retention import RetentionParams, run_retention
+    from ssl_lib.study import load_study
+
+    dataset = _folder_dataset(tmp_path / "data")
+    study_file = tmp_path / "study.yaml"
+    study_file.write_text(yaml.safe_dump({"name": "disk", "zoo": "mini", "models": [random_mini_spec],
+                                          "sections": {"retention": {"datasets": [dataset]}}}))
+    images = study_images(load_study(study_file), dataset, "test", 5, seed=0)
+    assert images.shape == (5, 3, 32, 32) and images.dtype == torch.float32 and 0 <= images.min() <= images.max() <= 1
+    assert torch.equal(images, study_images(load_study(study_file), dataset, "test", 5, seed=0))
+    run = run_retention(RetentionParams(study=str(study_file), steps=3, probe_dataset=dataset, n_probe=12))
+    assert run.images.shape == (1, 3, 32, 32)
+    assert len(run.probes) == 6 and run.probes.r2.notna().all()  # mean R/G/B, saturation, centroid x/y

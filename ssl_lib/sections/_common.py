@@ -12,7 +12,7 @@ from ..provenance import environment, utc_now
 from ..results import ResultRow
 from ..study import Study
 
-__all__ = ["section_datasets", "RowStamp", "parse_numbers", "split_names"]
+__all__ = ["section_datasets", "RowStamp", "parse_numbers", "split_names", "study_images"]
 
 
 def section_datasets(study: Study, section: str, dataset: str) -> list[str]:
@@ -21,6 +21,21 @@ def section_datasets(study: Study, section: str, dataset: str) -> list[str]:
     for name in names:
         get_dataset_spec(name)
     return names
+
+
+def study_images(study: Study, dataset: str, split: str, n: int, seed: int):
+    """``n`` images of ``dataset`` drawn with replacement, float (n, 3, H, W) in [0, 1], shared by
+    every model of a study-level page. The mini suite is used at its own size; datasets on disk
+    are brought to the zoo's evaluation size (224 px for the paper). A split the dataset lacks
+    falls back to its last (the CD-FSL sets have one, ``all``)."""
+    from ..data import eval_transform
+    from ..evaluate.invariance import sample_images
+    from ..models import get_model_cfg
+
+    spec = get_dataset_spec(dataset)
+    split = split if split in spec.splits else spec.splits[-1]
+    transform = None if spec.zoo == "mini" else eval_transform(get_model_cfg(study.models[0], zoo=study.zoo))
+    return sample_images(dataset, split, n, seed=seed, transform=transform)
 
 
 def split_names(value: str) -> list[str]:

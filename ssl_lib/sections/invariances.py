@@ -11,11 +11,11 @@ from dataclasses import asdict, dataclass
 import pandas as pd
 from tqdm import tqdm
 
-from ..evaluate.invariance import APPEARANCE, SPATIAL, TRANSFORMS, invariance_profile, sample_images
+from ..evaluate.invariance import APPEARANCE, SPATIAL, TRANSFORMS, invariance_profile
 from ..models import create_model
 from ..results import append_rows, latest_rows, params_hash, read_results
 from ..study import load_study
-from ._common import RowStamp, split_names
+from ._common import RowStamp, split_names, study_images
 
 __all__ = ["InvariancesParams", "PROTOCOL", "run_invariances", "transfer_table"]
 
@@ -53,8 +53,8 @@ def run_invariances(params: InvariancesParams) -> pd.DataFrame:
     names = list(TRANSFORMS) if params.transforms == "all" else split_names(params.transforms)
     for name in names:
         TRANSFORMS.get(name)
-    images = sample_images(params.dataset, params.split, params.n_images, seed=params.seed)
-    reference = sample_images(params.dataset, params.reference_split, params.n_reference, seed=params.seed + 1)
+    images = study_images(study, params.dataset, params.split, params.n_images, params.seed)
+    reference = study_images(study, params.dataset, params.reference_split, params.n_reference, params.seed + 1)
     device = params.device or None
     protocol = {"dataset": params.dataset, "split": params.split, "n_images": params.n_images, "k": params.k,
                 "reference": f"{params.reference_split}:{params.n_reference}", "image_seed": params.seed}

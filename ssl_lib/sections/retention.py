@@ -19,14 +19,14 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from ..data import open_split
-from ..evaluate.invariance import sample_images
+from ..data import get_dataset_spec, open_split
+from ..evaluate.invariance import image_features
 from ..evaluate.retention import PERCEPTUAL_NETS, attribute_probe, image_attributes, retention_table
 from ..features import get_features
 from ..models import create_model
 from ..results import append_rows, params_hash
 from ..study import load_study
-from ._common import RowStamp, section_datasets, split_names
+from ._common import RowStamp, section_datasets, split_names, study_images
 
 __all__ = ["RetentionParams", "RetentionRun", "PROTOCOL", "run_retention"]
 
@@ -52,6 +52,7 @@ class RetentionParams:
     perceptual_net: str = "random-vgg"  # random-vgg | lpips-alex | lpips-vgg | lpips-squeeze (downloads)
     probe_dataset: str = "mini-source"  # images whose attributes the probes read out
     probe_split: str = "test"
+    n_probe: int = 1000  # probe images sampled from a dataset on disk (in-memory ones are used whole)
     seed: int = 0
     results_path: str = ""
     device: str = ""
@@ -79,9 +80,17 @@ def _threads(n: int):
 
 def _inversion_images(params: RetentionParams, study) -> tuple[torch.Tensor, list[str]]:
     names = section_datasets(study, "retention", params.dataset)
-    images = [sample_images(name, "test", params.images_per_dataset, seed=params.seed) for name in names]
+    images = [study_images(study, name, "test", params.images_per_dataset, params.seed) for name in names]
     labels = [name for name in names for _ in range(params.images_per_dataset)]
     return torch.cat(images), labels
+
+
+def _probe_images(params: RetentionParams, study) -> torch.Tensor | None:
+    """The probe's images when they are not held in memory (the paper study): ``n_probe`` sampled
+    once, shared by every model. None for in-memory data, whose cached features are used whole."""
+    if get_dataset_spec(params.probe_dataset).zoo == "mini":
+        return None
+    return study_images(study, params.probe_dataset, params.probe_split, params.n_probe, params.seed)
 
 
 def run_retention(params: RetentionParams) -> RetentionRun:
@@ -89,8 +98,10 @@ def run_retention(params: RetentionParams) -> RetentionRun:
     study = load_study(params.study)
     models = list(study.models) if params.models == "all" else split_names(params.models)
     images, sources = _inversion_images(params, study)
-    probe_data = open_split(params.probe_dataset, params.probe_split)
-    attributes = image_attributes(probe_data.images)
+    probe_images = _probe_images(params, study)
+    if probe_images is None:
+        probe_images = open_split(params.probe_dataset, params.probe_split).images
+    attributes = image_attributes(probe_images)
     device = params.device or None
     protocol = {"steps": params.steps, "perceptual_net": params.perceptual_net, "images": sources,
                 "probe": f"{params.probe_dataset}/{params.probe_split}", "seed": params.seed}
@@ -103,8 +114,12 @@ def run_retention(params: RetentionParams) -> RetentionRun:
         name = model.cfg.name
         tables.append(result.table.assign(model=name, dataset=sources))
         recons[name] = result.reconstructions
-        feats = get_features(model, params.probe_dataset, params.probe_split, device=device, progress=False)
-        r2 = {attr: attribute_probe(feats.features, attributes[attr].to_numpy(), seed=params.seed)
+        if get_dataset_spec(params.probe_dataset).zoo == "mini":
+            feats = get_features(model, params.probe_dataset, params.probe_split, device=device, progress=False)
+            probe_features, cache_key = feats.features, feats.key
+        else:
+            probe_features, cache_key = image_features(model, probe_images, device=device).numpy(), ""
+        r2 = {attr: attribute_probe(probe_features, attributes[attr].to_numpy(), seed=params.seed)
               for attr in attributes.columns}
         probes.append(pd.DataFrame({"model": name, "attribute": list(r2), "r2": list(r2.values())}))
         seconds = time.perf_counter() - start
@@ -123,7 +138,7 @@ def run_retention(params: RetentionParams) -> RetentionRun:
                 n_eval=len(attributes) if probe else len(images),
                 protocol_params=json.dumps(protocol, sort_keys=True), params_hash=params_hash(protocol),
                 selected_on="(ridge alpha by inner CV)" if probe else "(no hyperparameters)",
-                feature_cache_key=feats.key if probe else "", wall_seconds=seconds / len(values),
+                feature_cache_key=cache_key if probe else "", wall_seconds=seconds / len(values),
                 extra=json.dumps({"study": study.name, "source_top1": model.cfg.source_top1}),
             ))
     if params.results_path:
