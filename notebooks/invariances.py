@@ -12,7 +12,7 @@
 
 # %% tags=["parameters", "remove-cell"]
 study = "mini"
-models = "all"
+model = "all"
 dataset = "mini-source"
 split = "test"
 n_images = 1000

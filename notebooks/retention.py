@@ -12,7 +12,7 @@
 
 # %% tags=["parameters", "remove-cell"]
 study = "mini"
-models = "all"
+model = "all"
 dataset = "all"
 images_per_dataset = 1
 steps = 3000

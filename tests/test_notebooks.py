@@ -151,7 +151,7 @@ def test_invariances_notebook_runs_and_records_rows(checkpoint, tmp_path):
     import pandas as pd
 
     results = tmp_path / "results.csv"
-    proc, out = _papermill(["-p", "models", checkpoint, "-p", "n_images", "16", "-p", "n_reference", "64",
+    proc, out = _papermill(["-p", "model", checkpoint, "-p", "n_images", "16", "-p", "n_reference", "64",
                             "-p", "k", "2", "-p", "transforms", "hue,rotation", "-p", "results_path", str(results)],
                            tmp_path, "invariances")
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -167,7 +167,7 @@ def test_retention_notebook_runs_and_records_rows(checkpoint, tmp_path):
     import pandas as pd
 
     results = tmp_path / "results.csv"
-    proc, out = _papermill(["-p", "models", checkpoint, "-p", "dataset", "mini-colour", "-p", "steps", "5",
+    proc, out = _papermill(["-p", "model", checkpoint, "-p", "dataset", "mini-colour", "-p", "steps", "5",
                             "-p", "results_path", str(results)], tmp_path, "retention")
     assert proc.returncode == 0, proc.stderr[-2000:]
     html, pngs = _html_and_pngs(out)

@@ -32,7 +32,7 @@ class InvariancesParams:
     """Parameters of ``notebooks/invariances.ipynb``."""
 
     study: str = "mini"
-    models: str = "all"  # "all" (the study's models) or a comma-separated list of model specs
+    model: str = "all"  # "all" (the study's models), one model spec or a comma-separated list
     dataset: str = "mini-source"  # where the probe images come from (the source domain)
     split: str = "test"
     n_images: int = 1000  # the follow-up's code: 1000 images
@@ -49,7 +49,7 @@ class InvariancesParams:
 def run_invariances(params: InvariancesParams) -> pd.DataFrame:
     """The profile (model, transform, magnitude, cosine, mahalanobis) of every model; rows recorded."""
     study = load_study(params.study)
-    models = list(study.models) if params.models == "all" else split_names(params.models)
+    models = list(study.models) if params.model == "all" else split_names(params.model)
     names = list(TRANSFORMS) if params.transforms == "all" else split_names(params.transforms)
     for name in names:
         TRANSFORMS.get(name)

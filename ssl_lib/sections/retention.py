@@ -45,7 +45,7 @@ class RetentionParams:
     """Parameters of ``notebooks/retention.ipynb``."""
 
     study: str = "mini"
-    models: str = "all"  # "all" (the study's models) or a comma-separated list of model specs
+    model: str = "all"  # "all" (the study's models), one model spec or a comma-separated list
     dataset: str = "all"  # images to invert: one per dataset of the section ("all") or one dataset
     images_per_dataset: int = 1  # the paper: one image from each of its 15 datasets
     steps: int = 3000  # inversion steps (the paper: 3000)
@@ -96,7 +96,7 @@ def _probe_images(params: RetentionParams, study) -> torch.Tensor | None:
 def run_retention(params: RetentionParams) -> RetentionRun:
     PERCEPTUAL_NETS.get(params.perceptual_net)
     study = load_study(params.study)
-    models = list(study.models) if params.models == "all" else split_names(params.models)
+    models = list(study.models) if params.model == "all" else split_names(params.model)
     images, sources = _inversion_images(params, study)
     probe_images = _probe_images(params, study)
     if probe_images is None:
