@@ -19,6 +19,7 @@ SOURCES = sorted((ROOT / "notebooks").glob("*.py"))
 SCHEMA = {"linear": "linear", "finetune": "finetune", "fewshot": "fewshot", "correlation": "correlation",
           "invariances": "invariances", "retention": "retention", "scorecard": "scorecard",
           "calibration": "calibration", "attention": "attention",
+          "detection": "detection", "detection_summary": "summary",
           "linear_summary": "summary", "finetune_summary": "summary", "fewshot_summary": "summary"}
 
 
@@ -203,3 +204,17 @@ def test_attention_notebook_runs_and_records_rows(checkpoint, tmp_path):
     assert "2 images" in html and len(pngs) == 2  # the maps and the diffusion plot
     rows = pd.read_csv(results)
     assert list(rows.metric) == ["attentive_diffusion"] and 0 < rows.value.iloc[0] < 100
+
+
+@pytest.mark.slow
+def test_detection_notebook_runs_for_byol_and_draws_predictions(tmp_path):
+    import pandas as pd
+
+    results = tmp_path / "results.csv"
+    proc, out = _papermill(["-p", "model", "byol", "-p", "iterations", "4", "-p", "n_boot", "0",
+                            "-p", "results_path", str(results)], tmp_path, "detection")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    html, pngs = _html_and_pngs(out)
+    assert "frozen" in html and "finetune" in html and len(pngs) >= 2  # predictions drawn, loss curves
+    rows = pd.read_csv(results)
+    assert set(rows.metric) == {f"{s}_{m}" for s in ("frozen", "finetune") for m in ("AP", "AP50", "AP75")}
