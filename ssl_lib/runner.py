@@ -247,8 +247,11 @@ def run_study(
     runs = [r for r in plan_runs(study, out_dir, results_path)
             if (not sections or r.section in sections) and (not models or r.model in (*models, None))]
     if dry_run:
+        log(f"study {study.path} · results {results_path} · outputs {out_dir}")
         for r in runs:
-            log(f"{r.label:<40} {r.notebook.name:<24} {json.dumps(r.parameters, sort_keys=True)}")
+            params = {k: v for k, v in r.parameters.items() if k not in ("study", "results_path")}
+            datasets = ",".join(study.sections[r.section].datasets) or "-"
+            log(f"{r.label:<32} {r.notebook.name:<22} datasets={datasets} {json.dumps(params, sort_keys=True)}")
         log(f"{len(runs)} runs")
         return 0
     runner = ENGINES.get(engine)(jobs=jobs, address=address)

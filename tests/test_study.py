@@ -88,5 +88,9 @@ def test_cli_lists_and_fails_with_one_line():
     assert bad.returncode == 2
     assert bad.stderr.strip().count("\n") == 0 and "Unknown study" in bad.stderr
     dry = run("run", str(ROOT / "params" / "paper.yaml"), "--dry-run")
-    # 14 models x (linear, finetune, fewshot) + 3 summaries + correlation + scorecard
-    assert dry.returncode == 0 and "47 runs" in dry.stdout and "fewshot/swav" in dry.stdout
+    # 14 models x (linear, finetune, fewshot, detection, dense) + 5 summaries + 6 study-level pages
+    assert dry.returncode == 0 and "81 runs" in dry.stdout and "fewshot/swav" in dry.stdout
+    lines = {line.split()[0]: line for line in dry.stdout.splitlines()[1:-1]}
+    assert "datasets=voc07+12" in lines["detection/byol"] and '"preset": "paper"' in lines["detection/byol"]
+    assert "chestx" in lines["fewshot/byol"] and '"steps": 5000' in lines["finetune/byol"]
+    assert '"dataset": "imagenet-val"' in lines["attention/summary"]
