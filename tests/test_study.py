@@ -94,3 +94,13 @@ def test_cli_lists_and_fails_with_one_line():
     assert "datasets=voc07+12" in lines["detection/byol"] and '"preset": "paper"' in lines["detection/byol"]
     assert "chestx" in lines["fewshot/byol"] and '"steps": 5000' in lines["finetune/byol"]
     assert '"dataset": "imagenet-val"' in lines["attention/summary"]
+
+
+def test_a_few_shot_only_dataset_in_the_linear_section_is_one_line(tmp_path):
+    from ssl_lib.sections.linear import LinearParams, run_linear_section
+
+    study = tmp_path / "s.yaml"
+    study.write_text(yaml.safe_dump({"name": "s", "zoo": "paper", "models": ["byol"],
+                                     "sections": {"linear": {"datasets": ["eurosat"]}}}))
+    with pytest.raises(ConfigError, match="'eurosat' has no train/test split.*few-shot only"):
+        run_linear_section(LinearParams(study=str(study), model="byol"))

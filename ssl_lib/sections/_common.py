@@ -15,11 +15,15 @@ from ..study import Study
 __all__ = ["section_datasets", "RowStamp", "parse_numbers", "split_names", "study_images"]
 
 
-def section_datasets(study: Study, section: str, dataset: str) -> list[str]:
-    """``"all"`` (the study's datasets for ``section``) or one name; every name checked up front."""
+def section_datasets(study: Study, section: str, dataset: str, *, splits: tuple[str, ...] = ()) -> list[str]:
+    """``"all"`` (the study's datasets for ``section``) or one name; every name checked up front,
+    including that it has the ``splits`` the protocol needs (few-shot-only sets have just ``all``)."""
     names = list(study.section(section).datasets) if dataset == "all" else [dataset]
     for name in names:
-        get_dataset_spec(name)
+        missing = [s for s in splits if s not in get_dataset_spec(name).splits]
+        if missing:
+            raise ConfigError(f"Dataset {name!r} has no {'/'.join(missing)} split, which the {section} protocol "
+                              f"needs (it has {'/'.join(get_dataset_spec(name).splits)}); use it in few-shot only.")
     return names
 
 

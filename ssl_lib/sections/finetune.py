@@ -94,7 +94,7 @@ def state_path(weights_hash: str, dataset: str, cfg: FinetuneCfg, seed: int):
 def run_finetune_section(params: FinetuneParams) -> FinetuneRun:
     study = load_study(params.study)
     cfg = finetune_cfg(params, study)
-    datasets = section_datasets(study, "finetune", params.dataset)
+    datasets = section_datasets(study, "finetune", params.dataset, splits=("train", "test"))
     for name in datasets:
         if get_dataset_spec(name).kind not in ("classification", "multilabel"):
             raise ConfigError(f"Dataset {name!r} is a {get_dataset_spec(name).kind} task; fine-tune needs classification data.")

@@ -66,7 +66,7 @@ def run_linear_section(params: LinearParams) -> LinearRun:
     """Evaluate ``params.model`` on every dataset of the section and (optionally) record rows."""
     SOLVERS.get(params.solver)
     study = load_study(params.study)
-    datasets = section_datasets(study, "linear", params.dataset)
+    datasets = section_datasets(study, "linear", params.dataset, splits=("train", "test"))
     device = params.device or None
     model = create_model(params.model, zoo=study.zoo, device=device)
     stamp = RowStamp("linear", model, params.seed, device)
