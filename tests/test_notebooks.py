@@ -19,7 +19,7 @@ SOURCES = sorted((ROOT / "notebooks").glob("*.py"))
 SCHEMA = {"linear": "linear", "finetune": "finetune", "fewshot": "fewshot", "correlation": "correlation",
           "invariances": "invariances", "retention": "retention", "scorecard": "scorecard",
           "calibration": "calibration", "attention": "attention",
-          "detection": "detection", "detection_summary": "summary",
+          "detection": "detection", "detection_summary": "summary", "dense": "dense", "dense_summary": "summary",
           "linear_summary": "summary", "finetune_summary": "summary", "fewshot_summary": "summary"}
 
 
@@ -218,3 +218,17 @@ def test_detection_notebook_runs_for_byol_and_draws_predictions(tmp_path):
     assert "frozen" in html and "finetune" in html and len(pngs) >= 2  # predictions drawn, loss curves
     rows = pd.read_csv(results)
     assert set(rows.metric) == {f"{s}_{m}" for s in ("frozen", "finetune") for m in ("AP", "AP50", "AP75")}
+
+
+@pytest.mark.slow
+def test_dense_notebook_runs_for_byol_and_draws_predictions(tmp_path):
+    import pandas as pd
+
+    results = tmp_path / "results.csv"
+    proc, out = _papermill(["-p", "model", "byol", "-p", "iterations", "5", "-p", "n_boot", "0",
+                            "-p", "results_path", str(results)], tmp_path, "dense")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    html, pngs = _html_and_pngs(out)
+    assert "mini-scenes" in html and "mini-normals" in html and len(pngs) >= 2
+    rows = pd.read_csv(results)
+    assert {"seg_mean_iou", "seg_pixel_acc", "sn_mean_err", "sn_median_err", "sn_within_11.25"} <= set(rows.metric)

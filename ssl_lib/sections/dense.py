@@ -2,9 +2,38 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass
 
-__all__ = ["DenseParams"]
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from ..data.dense import get_dense_task
+from ..evaluate.dense import NORMALS_METRICS, SEG_METRICS, DenseCfg, DenseResult, cfg_dict, preset_cfg, run_dense_task
+from ..exceptions import ConfigError
+from ..models import create_model
+from ..results import append_rows, params_hash
+from ..study import Study, load_study
+from ._common import RowStamp
+
+__all__ = ["DenseParams", "DenseRun", "PROTOCOL", "METRICS", "dense_cfg", "dense_datasets", "run_dense_section",
+           "loss_table"]
+
+PROTOCOL = {
+    "encoder": "the evaluated backbone up to layer4, its parameters and buffers checked bit for bit against the model",
+    "decoder": "UPerNet (PPM + FPN + fuse conv) for segmentation, PPM on layer4 for normals (the paper's codes)",
+    "normals head": "40-way classification over k-means centres of training normals; prediction = "
+                    "probability-weighted centre, renormalised (the paper's code); or regression",
+    "optimiser": "SGD momentum 0.9, weight decay 1e-4 (weights only), poly schedule (1 - it/max_it)^0.9",
+    "loss resolution": "the decoder's own (targets resized nearest, as the CSAIL toolkit); test at input size",
+    "selection": "none: one fixed schedule per task, scored once on test",
+    "metrics": "mIoU and pixel accuracy accumulated over the test set; angular error over all valid test pixels",
+    "uncertainty": "95% percentile bootstrap over test images",
+}
+METRICS = {"segmentation": SEG_METRICS, "normals": NORMALS_METRICS}
 
 
 @dataclass(frozen=True)
@@ -14,9 +43,93 @@ class DenseParams:
     study: str = "mini"  # a name in params/ or a path to a study YAML
     model: str = "byol"  # a name in the study's zoo, paper/<name>, timm:<name> or file:<path>
     dataset: str = "all"  # "all" (the study's dense datasets) or one dataset name
+    preset: str = ""  # "mini" or "paper" ("" = the study's setting, else "mini" for the mini zoo, "paper" otherwise)
+    decoder: str = ""  # "upernet" or "ppm" for both tasks ("" = the preset's: upernet for segmentation, ppm for normals)
+    normals_head: str = "classification"  # the paper's 40-way k-means classification, or "regression"
+    freeze: bool = True  # frozen backbone + cached maps; False trains end to end (the paper's segmentation code)
+    iterations: int | None = None  # None = the preset's
+    batch_size: int | None = None  # None = the preset's
+    n_boot: int = 200  # bootstrap resamples of test images for the CIs (0: none)
     seed: int = 0
     results_path: str = ""  # CSV to append result rows to ("" = do not record)
-    data_root: str = ""
+    data_root: str = ""  # root of ADE20K / NYUv2 ("" = $SSL_LIB_DATA or the cache)
     download: bool = False
-    device: str = ""
-    num_workers: int = 0
+    device: str = ""  # "" = CUDA when present, else CPU
+    num_workers: int = 0  # DataLoader workers for the paper's image files
+
+
+@dataclass
+class DenseRun:
+    rows: pd.DataFrame
+    results: dict[str, DenseResult]
+
+
+def dense_datasets(study: Study, dataset: str) -> list[str]:
+    """``"all"`` (the study's dense datasets) or one name; every name checked against the dense registry."""
+    names = list(study.section("dense").datasets) if dataset == "all" else [dataset]
+    for name in names:
+        get_dense_task(name)
+    return names
+
+
+def dense_cfg(params: DenseParams, kind: str, study: Study | None = None) -> DenseCfg:
+    """The protocol for one task kind: explicit parameters, else the study's dense settings, else the preset's."""
+    study = study or load_study(params.study)
+    from_study = study.sections["dense"].params if "dense" in study.sections else {}
+
+    def pick(name):
+        value = getattr(params, name)
+        return from_study.get(name) if value in (None, "") else value
+
+    preset = pick("preset") or ("mini" if study.zoo == "mini" else "paper")
+    head = "segmentation" if kind == "segmentation" else params.normals_head
+    if head not in ("segmentation", "classification", "regression"):
+        raise ConfigError(f"normals_head must be 'classification' or 'regression', got {params.normals_head!r}.")
+    return preset_cfg(preset, kind, decoder=pick("decoder"), iterations=pick("iterations"),
+                      batch_size=pick("batch_size"), head=head, freeze=bool(params.freeze))
+
+
+def _row_values(result: DenseResult) -> list[tuple[str, float, float, float]]:
+    nan = (float("nan"), float("nan"))
+    return [(m, result.metrics[m], *result.ci.get(m, nan)) for m in METRICS[result.kind]]
+
+
+def run_dense_section(params: DenseParams) -> DenseRun:
+    """Each dense dataset of the study: decoder trained on the model's frozen (or trained) backbone, test rows."""
+    study = load_study(params.study)
+    datasets = dense_datasets(study, params.dataset)
+    device = params.device or None
+    model = create_model(params.model, zoo=study.zoo, device=device)
+    stamp = RowStamp("dense", model, params.seed, device)
+    rows, results = [], {}
+    for name in tqdm(datasets, desc=f"dense · {model.cfg.name}", file=sys.stderr, mininterval=10):
+        kind = get_dense_task(name).kind
+        cfg = dense_cfg(params, kind, study)
+        start = time.perf_counter()
+        result = run_dense_task(model, name, cfg, seed=params.seed, n_boot=params.n_boot, root=params.data_root or None,
+                                download=params.download, device=device, num_workers=params.num_workers,
+                                progress=True)
+        results[name] = result
+        protocol = {**cfg_dict(cfg), "n_boot": params.n_boot}
+        extra = {"study": study.name, "source_top1": model.cfg.source_top1, **result.extra,
+                 "seconds": {k: round(v, 3) for k, v in result.seconds.items()}}
+        if result.iou_per_class:
+            extra["iou_per_class"] = [None if np.isnan(v) else round(v, 6) for v in result.iou_per_class]
+        for metric, value, low, high in _row_values(result):
+            rows.append(stamp.row(
+                dataset=name, metric=metric, value=float(value), ci_low=float(low), ci_high=float(high),
+                ci_method=f"bootstrap{params.n_boot} over test images" if params.n_boot and not np.isnan(low) else "",
+                train_split="train", eval_split="test", n_train=result.n_train, n_eval=result.n_test,
+                protocol_params=json.dumps(protocol, sort_keys=True), hyperparams="{}",
+                selected_on="none: fixed schedule", params_hash=params_hash(protocol),
+                wall_seconds=time.perf_counter() - start, extra=json.dumps(extra, sort_keys=True),
+            ))
+    if params.results_path:
+        append_rows(params.results_path, rows)
+    return DenseRun(pd.DataFrame([asdict(r) for r in rows]), results)
+
+
+def loss_table(run: DenseRun) -> pd.DataFrame:
+    """Long table of training loss per (dataset, iteration) for the loss curves."""
+    return pd.DataFrame([{"dataset": name, "iteration": i, "loss": loss}
+                         for name, r in run.results.items() for i, loss in enumerate(r.losses)])
