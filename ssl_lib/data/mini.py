@@ -41,7 +41,7 @@ from ._shapes import AIRCRAFT_SHAPE, AIRCRAFT_VARIANTS, OBJECT_SHAPES, SOURCE_SH
 
 __all__ = ["SUITE_VERSION", "IMAGE_SIZE", "SCENE_SIZE", "SPLITS", "MiniTask", "MINI_TASKS", "generate", "load"]
 
-SUITE_VERSION = 1
+SUITE_VERSION = 2  # 2: mini-normals lit from above (a light from any side makes bumps and dents look alike)
 IMAGE_SIZE = 32
 SCENE_SIZE = 64
 SPLITS = ("train", "val", "test")
@@ -453,7 +453,7 @@ def _height_field(rng: np.random.Generator, n: int, size: int):
 
 
 def _normals(req: _Request) -> dict:
-    """Lambertian shading of a random height field under a random light, times a random albedo.
+    """Lambertian shading of a random height field under a random light from the upper half, times a random albedo.
 
     Normals are in camera coordinates: x to the image right, y to the image top, z towards the
     camera (which looks down -z), so every visible normal has z > 0.
@@ -462,7 +462,9 @@ def _normals(req: _Request) -> dict:
     _, hx, hy, on_sphere = _height_field(rng, n, size)
     normals = np.stack([-hx, hy, np.ones_like(hx)], axis=-1)  # y up = -row
     normals /= np.linalg.norm(normals, axis=-1, keepdims=True)
-    az, el = rng.uniform(0, 2 * np.pi, n), np.deg2rad(rng.uniform(25, 75, n))
+    # Light from the upper half (as the human "light from above" prior): with a light from any
+    # side a bump and a dent shade alike, and no model can tell which normals are meant.
+    az, el = rng.uniform(np.pi / 4, 3 * np.pi / 4, n), np.deg2rad(rng.uniform(25, 75, n))
     light = np.stack([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)], axis=1)
     lambert = np.clip(np.einsum("nhwc,nc->nhw", normals, light), 0, None)
     ambient = rng.uniform(0.08, 0.3, n)[:, None, None]
@@ -596,7 +598,7 @@ _TASKS_AND_GENERATORS: list[tuple[MiniTask, Callable[[_Request], dict]]] = [
     (
         MiniTask("mini-normals", "normals", 3, "normals", ("x", "y", "z"),
                  "64x64 Lambertian renderings of random height fields (bumps, dents, planes, spheres) under a "
-                 "random light and albedo; the per-pixel surface normal is the target.",
+                 "random light from above and albedo; the per-pixel surface normal is the target.",
                  "NYUv2 surface normals", SCENE_SIZE, {"train": 600, "val": 100, "test": 200}),
         _normals,
     ),
