@@ -4,8 +4,9 @@ Starting a kernel and importing torch, torchvision, scikit-learn and matplotlib 
 per notebook, longer than many of the mini study's runs themselves. :class:`WarmKernel` keeps one
 kernel per worker and, between notebooks, clears everything a notebook can leave behind: the
 namespace (``%reset -f``), figures and matplotlib settings, the working directory, and the global
-random state reset to a fresh process's (torch's default seed), so that a notebook computes the
-same thing here as under ``papermill`` in a new kernel. Imported modules stay imported; that is
+random generators reseeded from entropy as in a new process (torch, numpy and ``random`` all
+start unseeded), so that a notebook computes the same thing here as under ``papermill`` in a new
+kernel. Imported modules stay imported; that is
 the point. The kernel is replaced after a failure and after ``max_runs`` notebooks.
 """
 
@@ -30,7 +31,7 @@ if "matplotlib" in _sys.modules:
     _mpl.rcParams.update(_mpl.rcParamsOrig)
 if "torch" in _sys.modules:
     import torch as _torch
-    _torch.manual_seed({torch_seed})
+    _torch.seed()
     _torch.set_num_threads({threads})
 if "numpy" in _sys.modules:
     import numpy as _np
@@ -39,7 +40,6 @@ _random.seed(None)
 del _os, _random, _sys
 %reset -f
 """
-_TORCH_DEFAULT_SEED = 67280421310721  # torch.initial_seed() of a new process
 
 
 class NotebookFailed(Exception):
@@ -84,7 +84,7 @@ class WarmKernel:
             self.shutdown()
             self._start()
         reset = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
-            _RESET.format(cwd=self.cwd, torch_seed=_TORCH_DEFAULT_SEED, threads=self.threads))])
+            _RESET.format(cwd=self.cwd, threads=self.threads))])
         nb = parameterize_notebook(load_notebook_node(str(notebook)), parameters, kernel_name=self.kernel_name)
         self.runs += 1
         try:

@@ -30,7 +30,8 @@ def test_extract_matches_a_plain_forward(model):
     np.testing.assert_array_equal(labels, np.arange(10))
 
 
-def test_second_request_reads_the_cache_without_a_forward_pass(model):
+def test_second_request_reads_the_cache_without_a_forward_pass(model, tmp_path, monkeypatch):
+    monkeypatch.setenv("SSL_LIB_CACHE", str(tmp_path))  # other tests may have cached these features
     first = F.get_features(model, "mini-digits", "val", progress=False)
     calls, handle = _count_forwards(model)
     try:
