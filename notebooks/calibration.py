@@ -32,7 +32,7 @@ from myst_nb import glue
 from ssl_lib.correlation import table9_printed_row
 from ssl_lib.sections.calibration import (
     PAPER_ECE_METRICS, VARIANTS, dataset_table, ece_vs_source, load_calibration, model_table, paper_ece,
-    reliability_frame, source_top1,
+    reliability_frame, reliability_plot, source_top1,
 )
 
 # %% [markdown]
@@ -103,12 +103,8 @@ if not rows.empty:
     preferred = [m for m in ("supervised", "byol", "random") if m in set(rows.model)]
     chosen = (preferred + [m for m in table.index if m not in preferred])[:3]
     frame = reliability_frame(rows[rows.model.isin(chosen)], pool_datasets=True)
-    grid = sns.relplot(data=frame, x="confidence", y="accuracy", hue="variant", hue_order=list(VARIANTS),
-                       row="model", row_order=chosen, col="protocol", kind="line", marker="o",
-                       height=2.4, aspect=1.1, facet_kws={"xlim": (0, 1), "ylim": (0, 1)})
-    for ax in grid.axes.flat:
-        ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
-    grid.set_titles("{row_name} · {col_name}")
+    reliability_plot(frame, titles="{row_name} · {col_name}", hue_order=list(VARIANTS), row="model",
+                     row_order=chosen, col="protocol", height=2.4)
     plt.show()
 
 # %% [markdown]

@@ -36,7 +36,7 @@ import seaborn as sns
 from IPython.display import Markdown, display
 from myst_nb import glue
 
-from ssl_lib.sections.calibration import dataset_table, reliability_frame
+from ssl_lib.sections.calibration import dataset_table, reliability_frame, reliability_plot
 from ssl_lib.sections.linear import PROTOCOL, run_linear_section, val_curves
 
 
@@ -89,12 +89,7 @@ if run.calibration.empty:
     display(Markdown("No calibration for these datasets (multi-label only)."))
 else:
     display(dataset_table(run.calibration).droplevel(["model", "protocol"]).style.format("{:.2f}", na_rep="–"))
-    frame = reliability_frame(run.calibration)
-    grid = sns.relplot(data=frame, x="confidence", y="accuracy", hue="variant", col="dataset", col_wrap=4,
-                       kind="line", marker="o", height=2.2, aspect=1.1, facet_kws={"xlim": (0, 1), "ylim": (0, 1)})
-    for ax in grid.axes.flat:
-        ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
-    grid.set_titles("{col_name}")
+    reliability_plot(reliability_frame(run.calibration), col="dataset", col_wrap=4)
     plt.show()
 
 # %% tags=["remove-cell"]

@@ -15,6 +15,16 @@ def _isolated_cache(tmp_path_factory):
     yield
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny problems: one thread avoids OpenMP overhead (and spinning on shared CPUs). A module
+    opts in with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def random_mini_spec(tmp_path_factory):
     """A seeded random-init mini ResNet saved as a checkpoint: ``file:<path>?arch=mini_resnet``."""

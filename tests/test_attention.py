@@ -16,12 +16,7 @@ from ssl_lib.models import FeatureModel
 from ssl_lib.models._cfg import ModelCfg
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class Window(nn.Module):

@@ -12,12 +12,7 @@ from scipy.special import softmax
 from ssl_lib.evaluate import calibration as C
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _probs(top, n_classes=3):

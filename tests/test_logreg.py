@@ -19,13 +19,7 @@ from ssl_lib.evaluate.logreg import C_GRID, SOLVERS, LinearClassifier, fit, fit_
 from ssl_lib.exceptions import SSLLibError, UnknownNameError
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """These problems are tiny: one thread avoids OpenMP overhead (and spinning on shared CPUs)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ---------------------------------------------------------------------------- data

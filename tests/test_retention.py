@@ -11,12 +11,7 @@ from ssl_lib.models import FeatureModel, ModelCfg, build_arch
 TINY = dict(channels=(8, 16), kernel_sizes=(3, 3), input_depth=8)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -37,6 +37,7 @@ __all__ = [
     "model_table",
     "dataset_table",
     "reliability_frame",
+    "reliability_plot",
     "paper_ece",
     "ece_vs_source",
 ]
@@ -175,6 +176,19 @@ def reliability_frame(rows: pd.DataFrame, *, pool_datasets: bool = False) -> pd.
     out = [{"model": m, "protocol": p, "dataset": d, "variant": v, "confidence": c, "accuracy": a, "count": int(n)}
            for m, p, d, v, b in items for c, a, n in zip(b.confidence, b.accuracy, b.count) if n > 0]
     return pd.DataFrame(out, columns=["model", "protocol", "dataset", "variant", "confidence", "accuracy", "count"])
+
+
+def reliability_plot(frame: pd.DataFrame, *, titles: str = "{col_name}", **facets):
+    """Reliability diagrams of a :func:`reliability_frame`, one panel per facet (seaborn ``relplot``
+    keywords, e.g. ``col="dataset", col_wrap=4``), with the diagonal of perfect calibration."""
+    import seaborn as sns
+
+    grid = sns.relplot(data=frame, x="confidence", y="accuracy", hue="variant", kind="line", marker="o",
+                       **{"height": 2.2, "aspect": 1.1, **facets}, facet_kws={"xlim": (0, 1), "ylim": (0, 1)})
+    for ax in grid.axes.flat:
+        ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
+    grid.set_titles(titles)
+    return grid
 
 
 def paper_ece() -> pd.DataFrame:
