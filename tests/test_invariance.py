@@ -22,7 +22,7 @@ def images():
 
 @pytest.fixture(scope="module")
 def reference():
-    return inv.sample_images("mini-colour", "train", 64, seed=1)
+    return inv.sample_images("mini-colour", "train", 300, seed=1, replace=False)
 
 
 class ColourBlind(nn.Module):
@@ -104,8 +104,51 @@ def test_whitened_reference_features_have_identity_covariance():
 def test_shrinkage_handles_fewer_samples_than_dimensions():
     x = _correlated(10, 32)
     with pytest.raises(SSLLibError, match=r"singular .* Pass eps > 0"):
-        inv.Whitener.fit(x, eps=0.0)
-    assert torch.isfinite(inv.Whitener.fit(x, eps=1e-3).transform(x)).all()
+        inv.Whitener.fit(x, eps=0.0, allow_rank_deficient=True)
+    assert torch.isfinite(inv.Whitener.fit(x, eps=1e-3, allow_rank_deficient=True).transform(x)).all()
+
+
+def test_rank_deficient_reference_set_is_refused_in_one_line():
+    with pytest.raises(SSLLibError, match=r"40 reference features in 64 dimensions.*n_reference > 64") as err:
+        inv.Whitener.fit(_correlated(40, 64))
+    assert "\n" not in str(err.value)
+
+
+def test_power_law_features_need_more_references_than_dimensions():
+    """Two "models" whose features change under a transform: A in the low-variance half of a
+    power-law spectrum, B in the high-variance half, A truly less invariant (population whitening).
+    From N = D/2 references (the paper preset's old 1000 images for 2048-d features) the ridge
+    directions dominate and the order flips; from 10 D references both values are within 0.002."""
+    d = 256
+    lam = torch.arange(1, d + 1, dtype=torch.float64) ** -2.0
+    basis, _ = torch.linalg.qr(_normal(d, d, seed=99))
+    embed = lambda z: (z * lam.sqrt()) @ basis.T  # noqa: E731
+    tail, head = torch.arange(d) >= d // 2, torch.arange(d) < d // 2
+    z = _normal(400, d, seed=1)
+    changed = {"A": z + 0.6 * _normal(400, d, seed=2) * tail, "B": z + 0.5 * _normal(400, d, seed=3) * head}
+
+    def cosine(whiten, zc):
+        return torch.nn.functional.cosine_similarity(whiten(embed(z)), whiten(embed(zc)), dim=1).mean().item()
+
+    truth = {m: cosine(lambda f: f @ basis / lam.sqrt(), zc) for m, zc in changed.items()}
+    assert truth["A"] < truth["B"] - 0.015
+    few = inv.Whitener.fit(embed(_normal(d // 2, d, seed=5)), allow_rank_deficient=True)
+    from_few = {m: cosine(few.transform, zc) for m, zc in changed.items()}
+    assert from_few["A"] > from_few["B"]  # the old estimator ranks them the wrong way round
+    many = inv.Whitener.fit(embed(_normal(10 * d, d, seed=5)))
+    for m, zc in changed.items():
+        assert cosine(many.transform, zc) == pytest.approx(truth[m], abs=0.002)
+
+
+def _normal(n: int, d: int, seed: int) -> torch.Tensor:
+    return torch.randn(n, d, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+def test_reference_images_are_distinct_when_asked():
+    a = inv.sample_images("mini-colour", "val", 150, seed=3, replace=False)
+    assert len({tuple(img.flatten().tolist()) for img in a}) == 150
+    with pytest.raises(SSLLibError, match="Cannot draw 500 distinct images"):
+        inv.sample_images("mini-colour", "val", 500, seed=3, replace=False)
 
 
 def test_mahalanobis_matches_scipy():

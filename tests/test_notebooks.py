@@ -152,7 +152,7 @@ def test_invariances_notebook_runs_and_records_rows(checkpoint, tmp_path):
     import pandas as pd
 
     results = tmp_path / "results.csv"
-    proc, out = _papermill(["-p", "model", checkpoint, "-p", "n_images", "16", "-p", "n_reference", "64",
+    proc, out = _papermill(["-p", "model", checkpoint, "-p", "n_images", "16", "-p", "n_reference", "300",
                             "-p", "k", "2", "-p", "transforms", "hue,rotation", "-p", "results_path", str(results)],
                            tmp_path, "invariances")
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -62,9 +62,13 @@ _BINARY = (0.0, 1.0)
 class Whitener:
     """``w(f) = (f − mean) @ L`` with ``L Lᵀ = (Σ + ridge·I)⁻¹``, all in float64.
 
-    ``ridge = eps · trace(Σ) / D`` (shrinkage towards the mean eigenvalue): random-init nets and
-    reference sets smaller than the feature dimension give a singular Σ, which the code patched
-    with ``1e-10·I`` for its random model only. ``eps=0`` keeps the plain inverse.
+    ``ridge = eps · trace(Σ) / D`` (shrinkage towards the mean eigenvalue) keeps a nearly singular
+    Σ invertible (random-init nets; the code patched its random model with ``1e-10·I``). It cannot
+    stand in for missing data: from N ≤ D reference features Σ has rank below D, and the ridge
+    directions, magnified by ``1/sqrt(ridge)``, then carry most of every whitened vector, so the
+    cosine measures them rather than the features (with power-law spectra this reorders models;
+    see the tests). Such a fit is refused unless ``allow_rank_deficient`` is set; the follow-up
+    estimated Σ on all 50,000 ImageNet validation images, the paper study uses 10,000.
     """
 
     mean: torch.Tensor  # (D,)
@@ -72,13 +76,20 @@ class Whitener:
     eps: float = 0.0
 
     @classmethod
-    def fit(cls, features: torch.Tensor | np.ndarray, *, eps: float = 1e-4) -> Whitener:
+    def fit(cls, features: torch.Tensor | np.ndarray, *, eps: float = 1e-4,
+            allow_rank_deficient: bool = False) -> Whitener:
         x = torch.as_tensor(features, dtype=torch.float64)
         if x.ndim != 2 or len(x) < 2:
             raise SSLLibError(f"Whitener.fit needs (N, D) features with N >= 2, got shape {tuple(x.shape)}.")
         if eps < 0:
             raise SSLLibError(f"eps must be >= 0, got {eps!r}.")
-        d = x.shape[1]
+        n, d = x.shape
+        if n <= d and not allow_rank_deficient:
+            raise SSLLibError(
+                f"Whitening from {n} reference features in {d} dimensions: their covariance has rank at most "
+                f"{n - 1}, so the ridge directions would dominate the whitened cosine. Use more reference images "
+                f"(n_reference > {d}; 10x the dimension is accurate to about 0.001)."
+            )
         cov = torch.cov(x.T).reshape(d, d)  # ddof=1, as np.cov
         cov = cov + eps * cov.trace() / d * torch.eye(d, dtype=torch.float64)
         eigenvalues = torch.linalg.eigvalsh(cov)
@@ -282,15 +293,20 @@ APPEARANCE: tuple[str, ...] = tuple(n for n, t in TRANSFORMS.items() if t.group 
 
 
 # ------------------------------------------------------------------------------------ measurement
-def sample_images(dataset: str, split: str, n: int, seed: int = 0, *, transform=None) -> torch.Tensor:
+def sample_images(
+    dataset: str, split: str, n: int, seed: int = 0, *, transform=None, replace: bool = True
+) -> torch.Tensor:
     """``n`` images drawn with replacement (``default_rng(seed).choice``), float (n, 3, H, W) in [0, 1].
 
     The code drew its 1000 ImageNet-val images the same way (legacy ``np.random.choice``, seed 0).
+    ``replace=False`` draws distinct images (whitening references: a repeat adds no information).
     Datasets held in memory are used as they are; others need ``transform`` (e.g.
     ``ssl_lib.data.eval_transform(model.cfg)``) to bring them to one size.
     """
     data = open_split(dataset, split, transform=transform)
-    idx = np.random.default_rng(seed).choice(len(data), size=n, replace=True)
+    if not replace and n > len(data):
+        raise SSLLibError(f"Cannot draw {n} distinct images from {dataset}/{split}, which has {len(data)}.")
+    idx = np.random.default_rng(seed).choice(len(data), size=n, replace=replace)
     if transform is None:
         if not hasattr(data, "images"):
             raise SSLLibError(

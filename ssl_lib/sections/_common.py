@@ -27,9 +27,9 @@ def section_datasets(study: Study, section: str, dataset: str, *, splits: tuple[
     return names
 
 
-def study_images(study: Study, dataset: str, split: str, n: int, seed: int):
-    """``n`` images of ``dataset`` drawn with replacement, float (n, 3, H, W) in [0, 1], shared by
-    every model of a study-level page. The mini suite is used at its own size; datasets on disk
+def study_images(study: Study, dataset: str, split: str, n: int, seed: int, *, replace: bool = True):
+    """``n`` images of ``dataset`` drawn with replacement (``replace=False``: distinct images), float
+    (n, 3, H, W) in [0, 1], shared by every model of a study-level page. The mini suite is used at its own size; datasets on disk
     are brought to the zoo's evaluation size (224 px for the paper). A split the dataset lacks
     falls back to its last (the CD-FSL sets have one, ``all``)."""
     from ..data import eval_transform
@@ -39,7 +39,7 @@ def study_images(study: Study, dataset: str, split: str, n: int, seed: int):
     spec = get_dataset_spec(dataset)
     split = split if split in spec.splits else spec.splits[-1]
     transform = None if spec.zoo == "mini" else eval_transform(get_model_cfg(study.models[0], zoo=study.zoo))
-    return sample_images(dataset, split, n, seed=seed, transform=transform)
+    return sample_images(dataset, split, n, seed=seed, transform=transform, replace=replace)
 
 
 def split_names(value: str) -> list[str]:

@@ -21,7 +21,8 @@ __all__ = ["InvariancesParams", "PROTOCOL", "run_invariances", "transfer_table"]
 
 PROTOCOL = {
     "measure": "mean cosine similarity of whitened features, clean vs transformed (1 = invariant)",
-    "whitening": "mean and inverse-covariance Cholesky factor of the reference images' features (ridge 1e-4)",
+    "whitening": "mean and inverse-covariance Cholesky factor of distinct reference images' features (ridge 1e-4 "
+                 "of the mean eigenvalue); more references than feature dimensions, or the run stops",
     "distance": "Mahalanobis distance between clean and transformed features (0 = invariant)",
     "images": "drawn with replacement with a seeded generator, as the follow-up's code",
 }
@@ -37,7 +38,7 @@ class InvariancesParams:
     split: str = "test"
     n_images: int = 1000  # the follow-up's code: 1000 images
     reference_split: str = "val"  # whitening statistics come from this split's images
-    n_reference: int = 1000
+    n_reference: int = 1000  # distinct images; must exceed the feature dimension (the paper study: 10,000)
     k: int = 8  # magnitudes per transform (2 for binary ones); the code used 256
     transforms: str = "all"  # "all" or a comma-separated list of names
     seed: int = 0
@@ -54,7 +55,8 @@ def run_invariances(params: InvariancesParams) -> pd.DataFrame:
     for name in names:
         TRANSFORMS.get(name)
     images = study_images(study, params.dataset, params.split, params.n_images, params.seed)
-    reference = study_images(study, params.dataset, params.reference_split, params.n_reference, params.seed + 1)
+    reference = study_images(study, params.dataset, params.reference_split, params.n_reference, params.seed + 1,
+                             replace=False)
     device = params.device or None
     protocol = {"dataset": params.dataset, "split": params.split, "n_images": params.n_images, "k": params.k,
                 "reference": f"{params.reference_split}:{params.n_reference}", "image_seed": params.seed}
