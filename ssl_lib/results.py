@@ -57,6 +57,8 @@ class ResultRow:
     torch_version: str = ""
     device: str = ""
     extra: str = field(default="{}")  # JSON for section-specific fields
+    # per-example evidence (ssl_lib.outcomes), relative to the results file: what paired comparisons read
+    outcomes: str = ""
 
 
 COLUMNS = [f.name for f in fields(ResultRow)]

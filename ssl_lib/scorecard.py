@@ -1,8 +1,10 @@
 """The reproduction scorecard: the paper's headline findings, each tested on a study's results.
 
 Every finding pairs the claim with two pieces of evidence computed, not typed: the paper's own
-tables, and the study's results table. A finding whose section has not run says so instead of
-guessing. Task groups (which downstream tasks are "like the source") are per zoo.
+tables, and the study's results. Each study verdict is decided by a stated rule
+(:mod:`ssl_lib.verdicts`): "A beats B" by paired bootstrap intervals over the same test images or
+episodes, correlations by compatibility with the paper's interval. A finding whose section has
+not run says so instead of guessing. Task groups (which tasks are "like the source") are per zoo.
 """
 
 from __future__ import annotations
@@ -14,12 +16,15 @@ from dataclasses import dataclass
 import pandas as pd
 
 from ._registry import Registry
+from .correlation import correlate, paper_settings, paper_source_accuracy, results_settings
 from .exceptions import ConfigError
-from .correlation import correlate, results_settings
 from .paper_tables import paper_table
 from .results import latest_rows
+from .stats import correlation, correlation_ci, logit
+from .verdicts import (AGREES, COMPATIBLE_RULE, DISAGREES, INCONCLUSIVE, MAJORITY_RULE, NOT_RUN, Comparer, Tally,
+                       Verdict, compatible, majority)
 
-__all__ = ["Finding", "Verdict", "FINDINGS", "TASK_GROUPS", "scorecard"]
+__all__ = ["Finding", "Verdict", "Context", "FINDINGS", "TASK_GROUPS", "NOT_SSL", "scorecard"]
 
 NOT_SSL = {"supervised", "random"}
 # Tasks like the source domain and tasks far from it, as the paper splits few-shot (Kornblith vs CD-FSL).
@@ -33,89 +38,130 @@ TASK_GROUPS = {
 
 
 @dataclass(frozen=True)
-class Verdict:
-    status: str  # "agrees" | "disagrees" | "not run"
-    evidence: str
+class Context:
+    """What a check reads: the study's rows, its task groups, and the paired comparer."""
+
+    rows: pd.DataFrame
+    groups: dict
+    compare: Comparer
 
 
 @dataclass(frozen=True)
 class Finding:
     claim: str
     paper: Callable[[], str]  # the evidence in the paper's published tables
-    check: Callable[[pd.DataFrame, dict], Verdict]  # (study rows, task groups) -> verdict
+    check: Callable[[Context], Verdict]
 
 
 FINDINGS: Registry[Finding] = Registry("finding")
 
 
+# ------------------------------------------------------------------------------------ helpers
 def _latest(rows: pd.DataFrame, section: str, metric: str | None = None) -> pd.DataFrame:
     rows = latest_rows(rows, section)
-    return rows if metric is None else rows[rows.metric == metric]
+    rows = rows if metric is None else rows[rows.metric == metric]
+    return rows[pd.to_numeric(rows.value, errors="coerce").notna()]
 
 
-def _ssl_vs_supervised(rows: pd.DataFrame, datasets=None) -> tuple[list[str], list[str]] | None:
-    """Datasets where the best self-supervised model beats supervised, and where it does not."""
-    wide = rows.pivot_table(index="model", columns="dataset", values="value")
-    if datasets is not None:
-        wide = wide[[d for d in datasets if d in wide.columns]]
-    ssl = [m for m in wide.index if m not in NOT_SSL]
-    if "supervised" not in wide.index or not ssl or wide.shape[1] == 0:
-        return None
-    wins = wide.loc[ssl].max() > wide.loc["supervised"]
-    return list(wins[wins].index), list(wins[~wins].index)
+def _table(name: str) -> pd.DataFrame:
+    t = paper_table(name).set_index("model")
+    return t.drop(index=[i for i in t.index if i.startswith("Correlation")])
 
 
-def _paper_wins(table: str, columns=None) -> tuple[int, int, list[str]]:
-    t = paper_table(table).set_index("model")
+def _ssl(models) -> list[str]:
+    return [m for m in models if m not in NOT_SSL]
+
+
+def _no_outcomes(ctx: Context, data: pd.DataFrame) -> Verdict | None:
+    missing = ctx.compare.missing(data)
+    if missing:
+        return Verdict(NOT_RUN, f"no per-example outcomes for {', '.join(missing)} (rows from an older run; "
+                                "re-run the section)", ctx.compare.rule)
+    return None
+
+
+def _paired_verdict(ctx: Context, tally: Tally, what: str, rule: str = MAJORITY_RULE, status=None) -> Verdict:
+    return Verdict(status or majority(tally), f"{what}: {tally.describe()}", f"{ctx.compare.rule}; {rule}")
+
+
+def _paper_wins(table: str, model: str | None = None) -> tuple[int, int, list[str]]:
+    """Datasets where the best SSL model (or ``model``) is above supervised, from the printed table."""
+    t = _table(table)
     cols = [c for c in t.columns if not c.endswith("_ci") and c not in ("imagenet_top1", "avg")]
-    cols = [c for c in cols if columns is None or c in columns]
-    wins = t.drop(index="Supervised")[cols].max() > t.loc["Supervised", cols]
+    ssl = t.drop(index="Supervised")[cols]
+    best = ssl.loc[model] if model is not None else ssl.max()
+    wins = best > t.loc["Supervised", cols]
     return int(wins.sum()), len(cols), list(wins[~wins].index)
 
 
-def _many_shot(section: str, table: str, most: bool = True) -> Finding:
+# ------------------------------------------------------------------------- many-shot and few-shot
+def _best_vs_supervised(ctx: Context, data: pd.DataFrame, single: bool, supervised_wins: bool = False):
+    """``(tally, chosen model or None)`` or ``None`` when supervised or SSL rows are missing."""
+    wide = data.pivot_table(index="model", columns="dataset", values="value")
+    ssl = _ssl(wide.index)
+    if "supervised" not in wide.index or not ssl or wide.shape[1] == 0:
+        return None
+    by_key = {(r.model, r.dataset): r for r in data.itertuples(index=False)}
+    single_model = wide.loc[ssl].mean(axis=1).idxmax() if single else None
+    pairs = []
+    for dataset in wide.columns:
+        best = single_model or wide.loc[ssl, dataset].idxmax()
+        if (best, dataset) not in by_key or ("supervised", dataset) not in by_key:
+            continue
+        ssl_row, sup_row = pd.Series(by_key[(best, dataset)]._asdict()), pd.Series(by_key[("supervised", dataset)]._asdict())
+        label = dataset if single else f"{dataset} ({best})"
+        pairs.append((label, sup_row, ssl_row) if supervised_wins else (label, ssl_row, sup_row))
+    return ctx.compare.tally(pairs), single_model
+
+
+def _many_shot(section: str, table: str, single: bool) -> Finding:
     def paper() -> str:
+        if single:
+            avg = _table(table).drop(index="Supervised")["avg"]
+            won, n, lost = _paper_wins(table, avg.idxmax())
+            return f"{avg.idxmax()} (best SSL on average) > supervised on {won} of {n} datasets"
         won, n, lost = _paper_wins(table)
         return f"best SSL > supervised on {won} of {n} datasets (not on {', '.join(lost) or 'none'})"
 
-    def check(rows, groups) -> Verdict:
-        data = _latest(rows, section)
-        data = data[data.dataset != groups["source"]]
-        result = _ssl_vs_supervised(data)
+    def check(ctx: Context) -> Verdict:
+        data = _latest(ctx.rows, section)
+        data = data[data.dataset != ctx.groups["source"]]
+        if (blocked := _no_outcomes(ctx, data)) is not None and not data.empty:
+            return blocked
+        result = _best_vs_supervised(ctx, data, single)
         if result is None:
-            return Verdict("not run", f"no {section} results for supervised and SSL models")
-        won, lost = result
-        agrees = len(won) > len(lost)
-        return Verdict("agrees" if agrees else "disagrees",
-                       f"best SSL > supervised on {len(won)} of {len(won) + len(lost)} tasks"
-                       + (f" (not on {', '.join(lost)})" if lost else ""))
+            return Verdict(NOT_RUN, f"no {section} results for supervised and SSL models")
+        tally, model = result
+        return _paired_verdict(ctx, tally, f"{model} − supervised" if single else "best SSL − supervised per task")
 
-    return Finding(f"The best self-supervised model beats supervised pretraining on most {section} tasks.",
-                   paper, check)
+    who = "the single self-supervised model that is best on average" if single else "the best self-supervised model"
+    return Finding(f"{who[0].upper()}{who[1:]} beats supervised pretraining on most {section} tasks.", paper, check)
 
 
-FINDINGS.add("linear", _many_shot("linear", "table1_linear"))
-FINDINGS.add("finetune", _many_shot("finetune", "table1_finetune"))
+FINDINGS.add("linear", _many_shot("linear", "table1_linear", single=False))
+FINDINGS.add("linear-single-model", _many_shot("linear", "table1_linear", single=True))
+FINDINGS.add("finetune", _many_shot("finetune", "table1_finetune", single=False))
+FINDINGS.add("finetune-single-model", _many_shot("finetune", "table1_finetune", single=True))
 
 
 def _fewshot(group: str, table: str, supervised_wins: bool) -> Finding:
     who = "supervised" if supervised_wins else "the best self-supervised model"
 
     def paper() -> str:
-        won, n, lost = _paper_wins(table)
+        won, n, _ = _paper_wins(table)
         return (f"supervised ≥ best SSL on {n - won} of {n} datasets" if supervised_wins
                 else f"best SSL > supervised on {won} of {n} datasets")
 
-    def check(rows, groups) -> Verdict:
-        data = _latest(rows, "fewshot", "5way-20shot")
-        result = _ssl_vs_supervised(data, groups[group])
+    def check(ctx: Context) -> Verdict:
+        data = _latest(ctx.rows, "fewshot", "5way-20shot")
+        data = data[data.dataset.isin(ctx.groups[group])]
+        if (blocked := _no_outcomes(ctx, data)) is not None and not data.empty:
+            return blocked
+        result = _best_vs_supervised(ctx, data, single=False, supervised_wins=supervised_wins)
         if result is None:
-            return Verdict("not run", "no 20-shot results on these tasks")
-        won, lost = result
-        n = len(won) + len(lost)
-        agrees = (len(lost) > n / 2) if supervised_wins else (len(won) > n / 2)
-        count = f"supervised ≥ best SSL on {len(lost)} of {n}" if supervised_wins else f"best SSL > supervised on {len(won)} of {n}"
-        return Verdict("agrees" if agrees else "disagrees", f"{count} ({', '.join(groups[group])})")
+            return Verdict(NOT_RUN, "no 20-shot results on these tasks")
+        what = "supervised − best SSL per task" if supervised_wins else "best SSL − supervised per task"
+        return _paired_verdict(ctx, result[0], what)
 
     where = "tasks like the source domain" if group == "source_like" else "cross-domain tasks"
     return Finding(f"In 5-way 20-shot recognition on {where}, {who} wins.", paper, check)
@@ -125,27 +171,78 @@ FINDINGS.add("fewshot-source-like", _fewshot("source_like", "table2_fewshot_korn
 FINDINGS.add("fewshot-cross-domain", _fewshot("cross_domain", "table3_fewshot_cdfsl_5w20s", supervised_wins=False))
 
 
-def _paper_correlation() -> str:
-    from .correlation import paper_settings, paper_source_accuracy
-
-    corr = correlate(paper_settings()[["linear"]], paper_source_accuracy(), methods=("pearson",), n_boot=2000)
-    r = corr.iloc[0]
-    return f"Pearson r = {r.r:.2f} [{r.ci_low:.2f}, {r.ci_high:.2f}] over 14 models (recomputed)"
+# ----------------------------------------------------------------------------------- correlations
+def _interval(r: pd.Series) -> str:
+    return f"r = {r.r:.2f} [{r.ci_low:.2f}, {r.ci_high:.2f}] over {r.n_models} models"
 
 
-def _check_correlation(rows, groups) -> Verdict:
-    linear = _latest(rows, "linear")
-    if linear.model.nunique() < 3:
-        return Verdict("not run", "fewer than 3 models with linear results")
-    settings, source = results_settings(linear)
-    r = correlate(settings[["linear"]], source, methods=("pearson",), n_boot=2000).iloc[0]
-    return Verdict("agrees" if r.ci_low > 0 else "disagrees",
-                   f"Pearson r = {r.r:.2f} [{r.ci_low:.2f}, {r.ci_high:.2f}] over {r.n_models} models")
+def _correlation_verdict(rows: pd.DataFrame, setting: str, paper: tuple[float, float, float], what: str) -> Verdict:
+    """Compatibility of the study's Pearson r with the paper's, decided without ``random`` (the paper
+    had no random model) and reported with it too."""
+    out = {}
+    for label, subset in (("without random", rows[rows.model != "random"]), ("with random", rows)):
+        if subset.model.nunique() < 3:
+            continue
+        settings, source = results_settings(subset)
+        out[label] = correlate(settings[[setting]], source, methods=("pearson",), n_boot=2000).iloc[0]
+    if "without random" not in out:
+        return Verdict(NOT_RUN, "fewer than 3 models (random excluded) with results", COMPATIBLE_RULE)
+    r = out["without random"]
+    status = compatible((r.r, r.ci_low, r.ci_high), paper)
+    evidence = f"{what}: " + "; ".join(f"{label} {_interval(v)}" for label, v in out.items())
+    return Verdict(status, evidence + f"; paper {paper[0]:.2f} [{paper[1]:.2f}, {paper[2]:.2f}]", COMPATIBLE_RULE)
+
+
+def _paper_linear_correlation() -> tuple[float, float, float]:
+    r = correlate(paper_settings()[["linear"]], paper_source_accuracy(), methods=("pearson",), n_boot=2000).iloc[0]
+    return float(r.r), float(r.ci_low), float(r.ci_high)
+
+
+def _paper_calibration_correlation() -> tuple[float, float, float]:
+    """Pearson r of logit(ECE %) with logit(ImageNet top-1) over Table 9's 14 models, CI over models."""
+    t = _table("table9_calibration_reconstruction_attention")
+    x, y = logit(paper_source_accuracy().reindex(t.index)), logit(t["ece_linear_unscaled"])
+    low, high = correlation_ci(x, y, "pearson", n_boot=2000)
+    return correlation(x, y), low, high
 
 
 FINDINGS.add("correlation", Finding(
     "Source (ImageNet) accuracy predicts many-shot linear transfer across models.",
-    _paper_correlation, _check_correlation))
+    lambda: "Pearson r = {:.2f} [{:.2f}, {:.2f}] over 14 models (recomputed)".format(*_paper_linear_correlation()),
+    lambda ctx: (_correlation_verdict(_latest(ctx.rows, "linear"), "linear", _paper_linear_correlation(),
+                                      "Pearson r of logit linear score with logit source accuracy")
+                 if _latest(ctx.rows, "linear").model.nunique() >= 3
+                 else Verdict(NOT_RUN, "fewer than 3 models with linear results", COMPATIBLE_RULE)),
+))
+
+FINDINGS.add("calibration", Finding(
+    "Models with higher source accuracy are better calibrated (lower ECE of the linear classifier).",
+    lambda: "Pearson r of linear ECE with ImageNet accuracy = {:.2f} [{:.2f}, {:.2f}] (Table 9, recomputed; "
+            "printed -0.77)".format(*_paper_calibration_correlation()),
+    lambda ctx: (_correlation_verdict(_latest(ctx.rows, "calibration", "ece_linear_unscaled"), "ece_linear_unscaled",
+                                      _paper_calibration_correlation(), "Pearson r of logit linear ECE with logit "
+                                      "source accuracy")
+                 if _latest(ctx.rows, "calibration", "ece_linear_unscaled").model.nunique() >= 3
+                 else Verdict(NOT_RUN, "fewer than 3 models with linear calibration results", COMPATIBLE_RULE)),
+))
+
+
+# --------------------------------------------------------------------- one model against another
+def _rows_by_model(data: pd.DataFrame) -> dict[str, pd.Series]:
+    return {r.model: pd.Series(r._asdict()) for r in data.itertuples(index=False)}
+
+
+def _against_supervised(ctx: Context, data: pd.DataFrame, metric: str | None, ssl_higher: bool, what: str,
+                        absent: str) -> Verdict:
+    """Every SSL model against supervised on one quantity; wins are SSL models on the claimed side."""
+    by_model = _rows_by_model(data)
+    ssl = _ssl(by_model)
+    if "supervised" not in by_model or not ssl:
+        return Verdict(NOT_RUN, absent)
+    if (blocked := _no_outcomes(ctx, data)) is not None:
+        return blocked
+    pairs = [(m, by_model[m], by_model["supervised"]) for m in ssl]
+    return _paired_verdict(ctx, ctx.compare.tally(pairs, metric, lower_is_better=not ssl_higher), what)
 
 
 def _group_means(rows: pd.DataFrame) -> pd.DataFrame | None:
@@ -157,17 +254,18 @@ def _group_means(rows: pd.DataFrame) -> pd.DataFrame | None:
     return inv.pivot_table(index="model", columns="group", values="value")
 
 
-def _check_invariances(rows, groups) -> Verdict:
-    means = _group_means(rows)
+def _check_invariances(ctx: Context) -> Verdict:
+    means = _group_means(ctx.rows)
     crop, colour = "moco-v2-crop-only", "moco-v2-colour-only"
+    rule = "point estimates of the mean whitened cosine per transform group (no interval)"
     if means is None or not {crop, colour} <= set(means.index):
-        return Verdict("not run", "no invariance results for the augmentation ablations")
+        return Verdict(NOT_RUN, "no invariance results for the augmentation ablations", rule)
     spatial = means.loc[crop, "spatial"] > means.loc[colour, "spatial"]
     appearance = means.loc[colour, "appearance"] > means.loc[crop, "appearance"]
-    return Verdict("agrees" if spatial and appearance else "disagrees",
+    return Verdict(AGREES if spatial and appearance else DISAGREES,
                    f"spatial invariance crop-only {means.loc[crop, 'spatial']:.3f} vs colour-only "
                    f"{means.loc[colour, 'spatial']:.3f}; appearance invariance colour-only "
-                   f"{means.loc[colour, 'appearance']:.3f} vs crop-only {means.loc[crop, 'appearance']:.3f}")
+                   f"{means.loc[colour, 'appearance']:.3f} vs crop-only {means.loc[crop, 'appearance']:.3f}", rule)
 
 
 FINDINGS.add("invariances", Finding(
@@ -176,31 +274,25 @@ FINDINGS.add("invariances", Finding(
     _check_invariances))
 
 
-def _check_colour_task(rows, groups) -> Verdict:
-    linear = _latest(rows, "linear").pivot_table(index="model", columns="dataset", values="value")
-    crop, colour, task = "moco-v2-crop-only", "moco-v2-colour-only", "mini-colour"
-    if task not in linear.columns or not {crop, colour} <= set(linear.index):
-        return Verdict("not run", "no linear results for the ablations on the colour task")
-    a, b = linear.loc[crop, task], linear.loc[colour, task]
-    return Verdict("agrees" if a > b else "disagrees",
-                   f"on {task}: crop-only {a:.1f} vs colour-only {b:.1f} (trained to ignore colour)")
+def _check_colour_task(ctx: Context) -> Verdict:
+    data = _latest(ctx.rows, "linear")
+    data = data[data.dataset == "mini-colour"]
+    by_model = _rows_by_model(data)
+    crop, colour = "moco-v2-crop-only", "moco-v2-colour-only"
+    if not {crop, colour} <= set(by_model):
+        return Verdict(NOT_RUN, "no linear results for the ablations on the colour task")
+    if (blocked := _no_outcomes(ctx, data[data.model.isin([crop, colour])])) is not None:
+        return blocked
+    tally = ctx.compare.tally([("mini-colour", by_model[crop], by_model[colour])])
+    status = {1: AGREES, -1: DISAGREES, 0: INCONCLUSIVE}[tally.details["mini-colour"].sign]
+    return _paired_verdict(ctx, tally, "crop-only − colour-only (trained to ignore colour)",
+                           "agrees if the one comparison is a win, disagrees if a loss, else inconclusive", status)
 
 
 FINDINGS.add("colour-invariance-hurts", Finding(
     "Colour-augmentation invariance hurts tasks that need colour (follow-up paper; the paper's ISIC result).",
     lambda: "the follow-up's dorsal/ventral models; colour-jittered SSL models trail on ISIC (Table 3)",
     _check_colour_task))
-
-
-def _check_retention(rows, groups) -> Verdict:
-    ret = _latest(rows, "retention", "colour_mse_mean")
-    ssl = ret[~ret.model.isin(NOT_SSL)]
-    if "supervised" not in set(ret.model) or ssl.empty:
-        return Verdict("not run", "no retention results")
-    sup = float(ret[ret.model == "supervised"].value.iloc[0])
-    better = int((ssl.value > sup).sum())
-    return Verdict("agrees" if better > len(ssl) / 2 else "disagrees",
-                   f"supervised colour error {sup:.0f} is below {better} of {len(ssl)} SSL models'")
 
 
 def _paper_retention() -> str:
@@ -212,17 +304,10 @@ def _paper_retention() -> str:
 
 FINDINGS.add("colour-retention", Finding(
     "Supervised features keep more colour information than self-supervised ones (feature inversion).",
-    _paper_retention, _check_retention))
-
-
-def _table(name: str) -> pd.DataFrame:
-    t = paper_table(name).set_index("model")
-    return t.drop(index=[i for i in t.index if i.startswith("Correlation")])
-
-
-def _by_model(rows: pd.DataFrame, section: str, metric: str) -> pd.Series:
-    """The latest value of ``metric`` per model, averaged over datasets."""
-    return _latest(rows, section, metric).groupby("model")["value"].mean()
+    _paper_retention,
+    lambda ctx: _against_supervised(ctx, _latest(ctx.rows, "retention", "colour_mse_mean"), None, ssl_higher=True,
+                                    what="SSL − supervised colour error per SSL model (a win: SSL keeps less colour)",
+                                    absent="no retention results")))
 
 
 def _detection_paper() -> str:
@@ -234,18 +319,25 @@ def _detection_paper() -> str:
     return "AP50 " + "; ".join(parts)
 
 
-def _check_detection(rows, groups) -> Verdict:
-    parts, wins = [], []
+def _check_detection(ctx: Context) -> Verdict:
+    tally = Tally()
     for setting in ("frozen", "finetune"):
-        ap = _by_model(rows, "detection", f"{setting}_AP50")
-        ssl = ap[[m for m in ap.index if m not in NOT_SSL]]
-        if "supervised" not in ap.index or ssl.empty:
+        data = _latest(ctx.rows, "detection", f"{setting}_AP50")
+        by_model = _rows_by_model(data)
+        ssl = _ssl(by_model)
+        if "supervised" not in by_model or not ssl:
             continue
-        wins.append(ssl.max() > ap["supervised"])
-        parts.append(f"{setting}: best SSL ({ssl.idxmax()}) {ssl.max():.1f} vs supervised {ap['supervised']:.1f}")
-    if not parts:
-        return Verdict("not run", "no detection results for supervised and SSL models")
-    return Verdict("agrees" if all(wins) else "disagrees", "AP50 " + "; ".join(parts))
+        if (blocked := _no_outcomes(ctx, data)) is not None:
+            return blocked
+        best = max(ssl, key=lambda m: by_model[m].value)
+        part = ctx.compare.tally([(f"{setting} ({best})", by_model[best], by_model["supervised"])], "AP50")
+        for label, d in part.details.items():
+            tally.add(label, d)
+    if tally.n == 0:
+        return Verdict(NOT_RUN, "no detection results for supervised and SSL models")
+    status = AGREES if len(tally.wins) == tally.n else DISAGREES if tally.losses else INCONCLUSIVE
+    return _paired_verdict(ctx, tally, "AP50, best SSL − supervised per setting",
+                           "agrees if both settings are wins, disagrees if either is a loss, else inconclusive", status)
 
 
 FINDINGS.add("detection", Finding(
@@ -253,13 +345,19 @@ FINDINGS.add("detection", Finding(
     _detection_paper, _check_detection))
 
 
-def _check_normals(rows, groups) -> Verdict:
-    err = _by_model(rows, "dense", "sn_mean_err")
-    ssl = err[[m for m in err.index if m not in NOT_SSL]]
-    if "supervised" not in err.index or ssl.empty:
-        return Verdict("not run", "no surface-normal results for supervised and SSL models")
-    return Verdict("agrees" if ssl.min() < err["supervised"] else "disagrees",
-                   f"mean angular error: best SSL ({ssl.idxmin()}) {ssl.min():.1f}° vs supervised {err['supervised']:.1f}°")
+def _check_normals(ctx: Context) -> Verdict:
+    data = _latest(ctx.rows, "dense", "sn_mean_err")
+    by_model = _rows_by_model(data)
+    ssl = _ssl(by_model)
+    if "supervised" not in by_model or not ssl:
+        return Verdict(NOT_RUN, "no surface-normal results for supervised and SSL models")
+    if (blocked := _no_outcomes(ctx, data)) is not None:
+        return blocked
+    best = min(ssl, key=lambda m: by_model[m].value)
+    tally = ctx.compare.tally([(best, by_model[best], by_model["supervised"])], lower_is_better=True)
+    status = {1: AGREES, -1: DISAGREES, 0: INCONCLUSIVE}[tally.details[best].sign]
+    return _paired_verdict(ctx, tally, "mean angular error, supervised − best SSL (degrees)",
+                           "agrees if the one comparison is a win, disagrees if a loss, else inconclusive", status)
 
 
 def _normals_paper() -> str:
@@ -272,50 +370,18 @@ FINDINGS.add("normals", Finding(
     _normals_paper, _check_normals))
 
 
-def _rank_text(values: pd.Series, model: str, higher_is_better: bool = True) -> tuple[int, int]:
-    ranks = values.rank(ascending=not higher_is_better, method="min")
-    return int(ranks[model]), len(values)
-
-
-def _check_segmentation(rows, groups) -> Verdict:
-    miou = _by_model(rows, "dense", "seg_mean_iou").drop(index=[m for m in ("random",)], errors="ignore")
-    if "supervised" not in miou.index or len(miou) < 3:
-        return Verdict("not run", "no segmentation results for supervised and at least 2 SSL models")
-    rank, n = _rank_text(miou, "supervised")
-    return Verdict("agrees" if rank > n / 2 else "disagrees",
-                   f"supervised mIoU {miou['supervised']:.3f} ranks {rank} of {n} pretrained models")
-
-
 def _segmentation_paper() -> str:
     col = _table("table5_dense")["seg_mean_iou"]
-    rank, n = _rank_text(col, "Supervised")
-    return f"supervised mIoU {col['Supervised']:.4f} ranks {rank} of {n} (but see the weight-loading caveat)"
+    rank = int(col.rank(ascending=False, method="min")["Supervised"])
+    return f"supervised mIoU {col['Supervised']:.4f} ranks {rank} of {len(col)} (but see the weight-loading caveat)"
 
 
 FINDINGS.add("segmentation", Finding(
     "Supervised pretraining is among the worst on semantic segmentation.",
-    _segmentation_paper, _check_segmentation))
-
-
-def _paper_calibration() -> str:
-    row = paper_table("table9_calibration_reconstruction_attention").set_index("model").loc["Correlation to ImageNet"]
-    return f"Pearson r of linear ECE with ImageNet accuracy = {row['ece_linear_unscaled']:.2f} (Table 9, printed)"
-
-
-def _check_calibration(rows, groups) -> Verdict:
-    ece = _latest(rows, "calibration", "ece_linear_unscaled")
-    if ece.model.nunique() < 3:
-        return Verdict("not run", "fewer than 3 models with linear calibration results")
-    settings, source = results_settings(ece)
-    r = correlate(settings[["ece_linear_unscaled"]], source, methods=("pearson",), n_boot=2000).iloc[0]
-    return Verdict("agrees" if r.ci_high < 0 else "disagrees",
-                   f"Pearson r of linear ECE with source accuracy = {r.r:.2f} [{r.ci_low:.2f}, {r.ci_high:.2f}] "
-                   f"over {r.n_models} models")
-
-
-FINDINGS.add("calibration", Finding(
-    "Models with higher source accuracy are better calibrated (lower ECE of the linear classifier).",
-    _paper_calibration, _check_calibration))
+    _segmentation_paper,
+    lambda ctx: _against_supervised(ctx, _latest(ctx.rows, "dense", "seg_mean_iou"), None, ssl_higher=True,
+                                    what="mIoU, SSL − supervised per SSL model",
+                                    absent="no segmentation results for supervised and SSL models")))
 
 
 def _paper_attention() -> str:
@@ -324,30 +390,31 @@ def _paper_attention() -> str:
     return f"supervised attentive diffusion {col['Supervised']:.2f}% is below {higher} of 13 SSL models'"
 
 
-def _check_attention(rows, groups) -> Verdict:
-    diff = _by_model(rows, "attention", "attentive_diffusion")
-    ssl = diff[[m for m in diff.index if m not in NOT_SSL]]
-    if "supervised" not in diff.index or ssl.empty:
-        return Verdict("not run", "no attention results for supervised and SSL models")
-    higher = int((ssl > diff["supervised"]).sum())
-    return Verdict("agrees" if higher > len(ssl) / 2 else "disagrees",
-                   f"supervised attentive diffusion {diff['supervised']:.1f}% is below {higher} of {len(ssl)} SSL models'")
-
-
 FINDINGS.add("attention", Finding(
     "Supervised features attend to a smaller part of the image (lower attentive diffusion).",
-    _paper_attention, _check_attention))
+    _paper_attention,
+    lambda ctx: _against_supervised(ctx, _latest(ctx.rows, "attention", "attentive_diffusion"), None, ssl_higher=True,
+                                    what="attentive diffusion, SSL − supervised per SSL model (points)",
+                                    absent="no attention results for supervised and SSL models")))
 
 
-def scorecard(rows: pd.DataFrame, zoo: str) -> pd.DataFrame:
-    """One row per finding: the claim, the paper's evidence, this study's verdict and evidence."""
-    groups = TASK_GROUPS.get(zoo, TASK_GROUPS["mini"])
+def scorecard(rows: pd.DataFrame, zoo: str, results_path=None, *, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """One row per finding: the claim, the paper's evidence, this study's verdict, evidence and rule.
+
+    ``results_path`` is the results table the rows came from; the per-example outcomes that the
+    paired rules read lie beside it.
+    """
+    rows = rows.copy()
+    if "outcomes" not in rows:
+        rows["outcomes"] = ""
+    ctx = Context(rows, TASK_GROUPS.get(zoo, TASK_GROUPS["mini"]), Comparer(results_path, n_boot=n_boot, seed=seed))
     out = []
     for key, finding in FINDINGS.items():
         try:
-            verdict = finding.check(rows, groups)
-        except ConfigError as err:  # e.g. too few models, or a constant source accuracy
-            verdict = Verdict("not run", str(err))
-        out.append({"finding": key, "claim": finding.claim, "paper": finding.paper(),
-                    "status": verdict.status, "evidence": verdict.evidence})
+            verdict = finding.check(ctx)
+        except ConfigError as err:  # e.g. too few models, a constant source accuracy, unpaired outcomes
+            verdict = Verdict(NOT_RUN, str(err))
+        out.append({"finding": key, "claim": finding.claim, "paper": finding.paper(), "status": verdict.status,
+                    "evidence": verdict.evidence, "rule": verdict.rule})
     return pd.DataFrame(out)
+

@@ -584,6 +584,17 @@ class DenseResult:
     iou_per_class: list[float] = field(default_factory=list)
     model: DenseModel | None = field(default=None, repr=False)  # the trained model, in eval mode
     head: object = field(default=None, repr=False)  # its head (``predict`` turns logits into maps)
+    per_image: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # test counts per image
+
+    def outcome_arrays(self) -> tuple[str, dict[str, np.ndarray]]:
+        """``(kind, arrays)`` for :mod:`ssl_lib.outcomes`: per-image counts the metrics are sums of."""
+        stats = self.per_image
+        if self.kind == "segmentation":
+            return "segmentation", {k: stats[k] for k in ("intersection", "union", "correct", "labelled")}
+        arrays = {"sn_mean_err:num": stats["sum"], "sn_mean_err:den": stats["count"]}
+        for t in THRESHOLDS:
+            arrays[f"sn_within_{t:g}:num"], arrays[f"sn_within_{t:g}:den"] = stats[f"below_{t:g}"], stats["count"]
+        return "ratio", arrays
 
 
 def _train(model: DenseModel, head, cfg: DenseCfg, *, step_batches: Iterator, forward: Callable,
@@ -637,7 +648,7 @@ class _Scorer:
                 self.examples["errors"].append(err[i])
 
     def result(self, n_boot: int, seed: int) -> tuple[dict, dict, list]:
-        stats = {k: np.concatenate([p[k] for p in self.parts]) for k in self.parts[0]}
+        stats = self.stats = {k: np.concatenate([p[k] for p in self.parts]) for k in self.parts[0]}
         n = len(next(iter(stats.values())))
         if self.task.kind == "segmentation":
             metrics = segmentation_metrics(stats)
@@ -719,7 +730,7 @@ def run_dense_task(
     }
     examples = {k: np.stack(v) for k, v in scorer.examples.items() if v}
     return DenseResult(task_name, task.kind, metrics, ci, losses, examples, extra, cfg, len(train), len(test),
-                       seconds, iou, dense, head)
+                       seconds, iou, dense, head, per_image=scorer.stats)
 
 
 def cfg_dict(cfg: DenseCfg) -> dict:

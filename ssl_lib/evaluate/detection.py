@@ -557,6 +557,15 @@ class DetectionResult:
     eval_seconds: float
     resumed: bool
     predictions: list[dict] = field(default_factory=list, repr=False)
+    table: MatchTable | None = field(default=None, repr=False)  # per-image matches: paired comparisons
+    use_07_metric: bool = True
+
+    def outcome_arrays(self) -> dict[str, np.ndarray]:
+        """The match table as plain arrays (``ssl_lib.outcomes`` kind ``detection``)."""
+        t = self.table
+        return {"thresholds": np.asarray(t.thresholds), "num_classes": np.asarray(t.num_classes),
+                "label": t.label, "score": t.score, "image": t.image, "tp": t.tp, "ignored": t.ignored,
+                "npos": t.npos, "use_07_metric": np.asarray(self.use_07_metric)}
 
 
 def _load_cached(path: Path | None, detector: FasterRCNN) -> dict | None:
@@ -602,4 +611,4 @@ def run_detection(
     metrics = score_table(table, use_07_metric=use_07_metric)
     ci = bootstrap_detection_ci(table, n_boot=n_boot, seed=seed, use_07_metric=use_07_metric)
     return DetectionResult(setting, metrics, ci, losses, check, len(train), len(test), train_seconds,
-                           time.perf_counter() - start, resumed, predictions)
+                           time.perf_counter() - start, resumed, predictions, table, use_07_metric)

@@ -57,7 +57,7 @@ __all__ = [
 
 LR_GRID = (0.1, 0.01, 0.001, 0.0001)  # torch.logspace(-4, -1, 4), flipped
 WD_GRID = (0.0, 1e-6, 1e-5, 1e-4, 1e-3)  # divided by lr before reaching the optimiser
-STATE_VERSION = 2  # 2: grid points carry their validation temperature, the final its calibration
+STATE_VERSION = 3  # 2: grid points carry their validation temperature, the final its calibration; 3: its test outcomes
 
 
 @dataclass(frozen=True)
@@ -261,8 +261,13 @@ def run_finetune(
         scores, labels = predict(net, test, num_workers=num_workers)
         metric = lambda y, s: compute_metric(spec.metric, y, s)  # noqa: E731
         low, high = bootstrap_ci(metric, labels, scores, n_boot=n_boot, seed=seed)
+        # per-example evidence for paired comparisons (ssl_lib.outcomes): predicted labels, or scores
+        outcome = ({"kind": "scores", "y_true": labels.tolist(), "scores": np.round(scores, 5).tolist()}
+                   if spec.multilabel else
+                   {"kind": "labels", "y_true": labels.tolist(), "y_pred": scores.argmax(1).tolist()})
         state["final"] = {"lr": best["lr"], "wd": best["wd"], "seconds": time.perf_counter() - t0,
                           "test_score": metric(labels, scores), "ci_low": low, "ci_high": high,
+                          "test_outcome": outcome,
                           "calibration": None if spec.multilabel else calibrate(
                               scores, labels, temperature_val=best["val_temperature"], seed=seed).to_dict()}
         _save_state(state_path, state)

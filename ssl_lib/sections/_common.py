@@ -74,6 +74,18 @@ class RowStamp:
     def __post_init__(self) -> None:
         self.env = environment(self.device)
 
+    def save_outcomes(self, results_path: str, dataset: str, setting: str, protocol_hash: str, kind: str,
+                      **arrays) -> str:
+        """Per-example evidence for paired comparisons (:mod:`ssl_lib.outcomes`); ``""`` (nothing
+        written) when the run records no results. The name ties the file to the rows it backs."""
+        if not results_path:
+            return ""
+        from ..outcomes import outcome_name, save_outcomes
+
+        name = outcome_name(section=self.section, model=self.model.cfg.name, weights=self.model.weights_hash,
+                            dataset=dataset, setting=setting, params=protocol_hash, seed=self.seed)
+        return save_outcomes(results_path, name, kind, **arrays)
+
     def row(self, **fields) -> ResultRow:
         return ResultRow(
             section=self.section, model=self.model.cfg.name, zoo=self.model.cfg.zoo,

@@ -108,7 +108,10 @@ def run_attention(params: AttentionParams) -> AttentionRun:
         per_image += [{"model": name, "image": i, "diffusion": float(d)} for i, d in enumerate(diffusion)]
         low, high = bootstrap_ci(lambda _, d: float(np.mean(d)), diffusion, diffusion, n_boot=params.n_boot,
                                  seed=params.seed)
-        rows.append(RowStamp("attention", model, params.seed, device).row(
+        stamp = RowStamp("attention", model, params.seed, device)
+        outcomes = stamp.save_outcomes(params.results_path, params.dataset, "attentive_diffusion",
+                                       params_hash(protocol), "values", values=diffusion)
+        rows.append(stamp.row(
             dataset=params.dataset, metric="attentive_diffusion", value=float(diffusion.mean()), ci_low=low,
             ci_high=high, ci_method=f"bootstrap{params.n_boot} over images" if params.n_boot else "",
             eval_split=params.split, n_eval=params.n_images, protocol_params=json.dumps(protocol, sort_keys=True),
@@ -117,6 +120,7 @@ def run_attention(params: AttentionParams) -> AttentionRun:
                               "stride": params.stride, "n_images": params.n_images,
                               "fixed_pattern_share": fixed_pattern_share(sal),
                               "per_image": [round(float(d), 4) for d in diffusion]}),
+            outcomes=outcomes,
         ))
     if params.results_path:
         append_rows(params.results_path, rows)

@@ -115,6 +115,8 @@ def run_dense_section(params: DenseParams) -> DenseRun:
                  "seconds": {k: round(v, 3) for k, v in result.seconds.items()}}
         if result.iou_per_class:
             extra["iou_per_class"] = [None if np.isnan(v) else round(v, 6) for v in result.iou_per_class]
+        kind, arrays = result.outcome_arrays()
+        outcomes = stamp.save_outcomes(params.results_path, name, kind, params_hash(protocol), kind, **arrays)
         for metric, value, low, high in _row_values(result):
             rows.append(stamp.row(
                 dataset=name, metric=metric, value=float(value), ci_low=float(low), ci_high=float(high),
@@ -123,6 +125,7 @@ def run_dense_section(params: DenseParams) -> DenseRun:
                 protocol_params=json.dumps(protocol, sort_keys=True), hyperparams="{}",
                 selected_on="none: fixed schedule", params_hash=params_hash(protocol),
                 wall_seconds=time.perf_counter() - start, extra=json.dumps(extra, sort_keys=True),
+                outcomes=outcomes if metric != "sn_median_err" else "",  # a median is not a per-image sum
             ))
     if params.results_path:
         append_rows(params.results_path, rows)

@@ -142,6 +142,8 @@ def run_detection_section(params: DetectionParams) -> DetectionRun:
                 "eval_seconds": result.eval_seconds,
                 "AP50_per_class": dict(zip(spec.classes, result.metrics["AP50_per_class"])),
             }
+            outcomes = stamp.save_outcomes(params.results_path, name, setting, params_hash(protocol), "detection",
+                                           **result.outcome_arrays())
             for metric in METRICS:
                 low, high = result.ci.get(metric, (float("nan"), float("nan")))
                 rows.append(stamp.row(
@@ -151,6 +153,7 @@ def run_detection_section(params: DetectionParams) -> DetectionRun:
                     n_eval=result.n_test, protocol_params=json.dumps(protocol, sort_keys=True),
                     selected_on="none: fixed schedule", params_hash=params_hash(protocol),
                     wall_seconds=result.train_seconds + result.eval_seconds, extra=json.dumps(extra, sort_keys=True),
+                    outcomes=outcomes,
                 ))
             bar.update(1)
     bar.close()

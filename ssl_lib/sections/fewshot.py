@@ -114,6 +114,9 @@ def run_fewshot_section(params: FewShotParams) -> FewShotRun:
             fit_start = time.perf_counter()
             result = evaluate_fewshot(features, labels, cfg, seed=params.seed, device=params.device or None)
             results[(name, n_shot)] = result
+            # the episodes depend on labels and seed only, so every model meets the same ones: paired
+            outcomes = stamp.save_outcomes(params.results_path, name, common["metric"], common["params_hash"],
+                                           "values", values=result.episode_accuracies)
             rows.append(stamp.row(
                 value=result.accuracy, ci_low=result.accuracy - result.ci95, ci_high=result.accuracy + result.ci95,
                 ci_method=f"1.96·std/√{cfg.n_episodes} over episodes",
@@ -121,7 +124,7 @@ def run_fewshot_section(params: FewShotParams) -> FewShotRun:
                 extra=json.dumps({"study": study.name, "source_top1": model.cfg.source_top1,
                                   "episodes_seconds": time.perf_counter() - fit_start,
                                   "extract_seconds": extract_seconds}),
-                **common,
+                outcomes=outcomes, **common,
             ))
             start = time.perf_counter()  # later settings reuse the features
     if params.results_path:

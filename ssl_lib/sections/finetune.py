@@ -8,6 +8,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
@@ -114,6 +115,9 @@ def run_finetune_section(params: FinetuneParams) -> FinetuneRun:
         )
         bar.update(1 + result.resumed_points)
         results[name] = result
+        outcome = dict(result.final["test_outcome"])
+        outcomes = stamp.save_outcomes(params.results_path, name, result.metric, params_hash(protocol),
+                                       outcome.pop("kind"), **{k: np.asarray(v) for k, v in outcome.items()})
         rows.append(stamp.row(
             dataset=name, metric=result.metric, value=result.test_score, ci_low=result.ci_low,
             ci_high=result.ci_high, ci_method=f"bootstrap{params.n_boot} over test images" if params.n_boot else "",
@@ -124,6 +128,7 @@ def run_finetune_section(params: FinetuneParams) -> FinetuneRun:
             wall_seconds=time.perf_counter() - start,
             extra=json.dumps({"study": study.name, "source_top1": model.cfg.source_top1,
                               "resumed_points": result.resumed_points, "grid": result.grid}),
+            outcomes=outcomes,
         ))
         if result.calibration is not None:  # computed with the final fit, kept in the resumable state
             cal = Calibration.from_dict(result.calibration)

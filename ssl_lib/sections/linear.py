@@ -81,6 +81,13 @@ def run_linear_section(params: LinearParams) -> LinearRun:
             batch_size=params.batch_size, num_workers=params.num_workers,
         )
         results[name] = result
+        multilabel = get_dataset_spec(name).multilabel
+        outcomes = stamp.save_outcomes(
+            params.results_path, name, result.metric, params_hash(protocol_params),
+            *(("scores",) if multilabel else ("labels",)),
+            **({"y_true": splits.y_test, "scores": result.test_scores_raw.astype(np.float32)} if multilabel else
+               {"y_true": splits.y_test, "y_pred": result.test_scores_raw.argmax(1)}),
+        )
         rows.append(stamp.row(
             dataset=name, metric=result.metric,
             value=result.test_score, ci_low=result.ci_low, ci_high=result.ci_high,
@@ -94,8 +101,9 @@ def run_linear_section(params: LinearParams) -> LinearRun:
             wall_seconds=time.perf_counter() - start,
             extra=json.dumps({"study": study.name, "source_top1": model.cfg.source_top1,
                               "fit_seconds": result.fit_seconds, "extract_seconds": splits.extract_seconds}),
+            outcomes=outcomes,
         ))
-        if not get_dataset_spec(name).multilabel:  # the paper skips calibration for VOC (multi-label)
+        if not multilabel:  # the paper skips calibration for VOC (multi-label)
             start = time.perf_counter()
             # T for the "val" variant: the selection fit at the chosen C (train only) scored on val
             t_val = fit_temperature(result.val_scores_raw, splits.y_val)

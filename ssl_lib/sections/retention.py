@@ -130,6 +130,9 @@ def run_retention(params: RetentionParams) -> RetentionRun:
                   "colour_mse_mean": float(np.mean([t.mse_red.mean(), t.mse_green.mean(), t.mse_blue.mean()])),
                   f"perceptual_{params.perceptual_net}": t.perceptual.mean(),
                   **{f"probe_r2:{a}": v for a, v in r2.items()}}
+        colour_error = np.mean([t.mse_red, t.mse_green, t.mse_blue], axis=0)  # per inverted image
+        outcomes = stamp.save_outcomes(params.results_path, ",".join(sources), "colour_mse_mean",
+                                       params_hash(protocol), "values", values=colour_error)
         for metric, value in values.items():
             probe = metric.startswith("probe_r2")
             rows.append(stamp.row(
@@ -140,6 +143,7 @@ def run_retention(params: RetentionParams) -> RetentionRun:
                 selected_on="(ridge alpha by inner CV)" if probe else "(no hyperparameters)",
                 feature_cache_key=cache_key if probe else "", wall_seconds=seconds / len(values),
                 extra=json.dumps({"study": study.name, "source_top1": model.cfg.source_top1}),
+                outcomes=outcomes if metric == "colour_mse_mean" else "",
             ))
     if params.results_path:
         append_rows(params.results_path, rows)

@@ -25,4 +25,4 @@ class ScorecardParams:
 def study_scorecard(params: ScorecardParams) -> pd.DataFrame:
     study = load_study(params.study)
     rows = read_results(params.results_path)
-    return scorecard(rows[rows.model.isin(study.models)], study.zoo)
+    return scorecard(rows[rows.model.isin(study.models)], study.zoo, params.results_path, seed=params.seed)
