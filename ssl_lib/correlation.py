@@ -17,6 +17,7 @@ from .exceptions import ConfigError
 from .paper_tables import paper_table
 from .results import latest_rows
 from .stats import correlation, correlation_ci, logit
+from .task_groups import fewshot_suite
 
 __all__ = [
     "LOWER_IS_BETTER",
@@ -41,16 +42,26 @@ _TABLE9_PERCENT = ("ece_linear_unscaled", "ece_linear_scaled", "ece_finetune_uns
 _DETECTION = {"frozen_AP50": "detection_frozen", "finetune_AP50": "detection_finetune"}
 _DENSE = {"sn_within_11.25": "surface_normals", "seg_mean_iou": "segmentation"}
 _CALIBRATION = ("ece_linear_unscaled", "ece_linear_scaled", "ece_finetune_unscaled", "ece_finetune_scaled")
-RESULT_SETTINGS: dict[str, Callable[[str], str | None]] = {
-    "linear": lambda metric: "linear",
-    "finetune": lambda metric: "finetune",
-    "fewshot": lambda metric: "fewshot_" + metric.split("-")[-1],  # "5way-20shot" -> "fewshot_20shot"
-    "detection": _DETECTION.get,
-    "dense": _DENSE.get,
+# (dataset, metric) -> setting. Few-shot keeps the paper's two suites apart: the Kornblith datasets
+# and the cross-domain ones (CD-FSL) are separate settings in Figs 1-2.
+RESULT_SETTINGS: dict[str, Callable[[str, str], str | None]] = {
+    "linear": lambda dataset, metric: "linear",
+    "finetune": lambda dataset, metric: "finetune",
+    # "5way-20shot" on a Kornblith dataset -> "fewshot_kornblith_20shot", as in paper_settings()
+    "fewshot": lambda dataset, metric: f"fewshot_{fewshot_suite(dataset)}_{metric.split('-')[-1]}",
+    "detection": lambda dataset, metric: _DETECTION.get(metric),
+    "dense": lambda dataset, metric: _DENSE.get(metric),
     # Table 9's columns: ECE (%) and attentive diffusion (%), logit-transformed as in its row
-    "calibration": lambda metric: metric if metric in _CALIBRATION else None,
-    "attention": lambda metric: "attentive_diffusion" if metric == "attentive_diffusion" else None,
+    "calibration": lambda dataset, metric: metric if metric in _CALIBRATION else None,
+    "attention": lambda dataset, metric: "attentive_diffusion" if metric == "attentive_diffusion" else None,
 }
+
+
+_PAPER_SETTING_ORDER = (
+    "linear", "finetune", "fewshot_kornblith_5shot", "fewshot_kornblith_20shot", "fewshot_kornblith_50shot",
+    "fewshot_cdfsl_5shot", "fewshot_cdfsl_20shot", "fewshot_cdfsl_50shot", "detection_frozen",
+    "detection_finetune", "surface_normals", "segmentation",
+)  # the columns of paper_settings(), in its order
 
 
 def to_score(values, metric: str, *, percent: bool | None = None):
@@ -117,8 +128,8 @@ def results_settings(results: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
     if absent:
         raise ConfigError(f"The results table lacks columns {absent}; pass ssl_lib.results.read_results(path).")
     rows = latest_rows(results)
-    rows = rows.assign(setting=[RESULT_SETTINGS[s](m) if s in RESULT_SETTINGS else None
-                                for s, m in zip(rows["section"], rows["metric"])])
+    rows = rows.assign(setting=[RESULT_SETTINGS[s](d, m) if s in RESULT_SETTINGS else None
+                                for s, d, m in zip(rows["section"], rows["dataset"], rows["metric"])])
     rows = rows.dropna(subset=["setting"])
     if rows.empty:
         raise ConfigError(f"The results table has no rows of a known section. Known: {', '.join(RESULT_SETTINGS)}.")
@@ -133,11 +144,14 @@ def results_settings(results: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
     score = score.where(~rows["metric"].isin(FRACTIONS), logit(value, percent=False))
     scored = rows.assign(score=score)
     settings = scored.pivot_table(index="model", columns="setting", values="score", aggfunc="mean")
-    # the report's order: sections as in RESULT_SETTINGS, then numbers within a section (5 before 20)
+    # the report's order: sections as in RESULT_SETTINGS, then the paper's order (Kornblith before
+    # CD-FSL, 5 before 20 shots), then numbers for settings the paper lacks
     order = {section: i for i, section in enumerate(RESULT_SETTINGS)}
+    paper_order = {name: i for i, name in enumerate(_PAPER_SETTING_ORDER)}
     first = scored.drop_duplicates("setting").set_index("setting")["section"]
     number = settings.columns.str.extract(r"(\d+)", expand=False).astype(float).fillna(0)
-    ranked = sorted(zip(settings.columns, number), key=lambda c: (order[first[c[0]]], c[1], c[0]))
+    ranked = sorted(zip(settings.columns, number),
+                    key=lambda c: (order[first[c[0]]], paper_order.get(c[0], len(paper_order)), c[1], c[0]))
     settings = settings[[c for c, _ in ranked]]
     return settings, source.reindex(settings.index)
 

@@ -21,20 +21,13 @@ from .exceptions import ConfigError
 from .paper_tables import paper_table
 from .results import latest_rows
 from .stats import correlation, correlation_ci, logit
+from .task_groups import TASK_GROUPS
 from .verdicts import (AGREES, COMPATIBLE_RULE, DISAGREES, INCONCLUSIVE, MAJORITY_RULE, NOT_RUN, Comparer, Tally,
                        Verdict, compatible, majority)
 
 __all__ = ["Finding", "Verdict", "Context", "FINDINGS", "TASK_GROUPS", "NOT_SSL", "scorecard"]
 
 NOT_SSL = {"supervised", "random"}
-# Tasks like the source domain and tasks far from it, as the paper splits few-shot (Kornblith vs CD-FSL).
-TASK_GROUPS = {
-    "mini": {"source": "mini-source", "source_like": ("mini-objects", "mini-finegrained"),
-             "cross_domain": ("mini-crossdomain", "mini-colour")},
-    "paper": {"source": "imagenet", "source_like": ("aircraft", "caltech101", "cars", "cifar10", "cifar100", "food",
-                                                    "pets", "sun397", "dtd", "flowers"),
-              "cross_domain": ("cropdiseases", "eurosat", "isic", "chestx")},
-}
 
 
 @dataclass(frozen=True)

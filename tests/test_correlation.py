@@ -121,13 +121,19 @@ def test_results_settings_from_a_hand_made_table():
         _row("fewshot", "a", "d2", "5way-20shot", math.nan, source=None),  # skipped setting
         _row("fewshot", "b", "d1", "5way-5shot", 55.0, source=30.0),
         _row("detection_v0", "a", "voc", "AP", 50.0, source=40.0),  # unknown section: ignored
+        _row("fewshot", "a", "mini-crossdomain", "5way-20shot", 40.0, source=40.0),  # cross-domain: its own setting
+        _row("fewshot", "b", "eurosat", "5way-5shot", 70.0, source=30.0),
     ]
     settings, source = results_settings(_results(rows))
-    assert list(settings.columns) == ["linear", "fewshot_5shot", "fewshot_20shot"]  # the report's order
+    assert list(settings.columns) == ["linear", "fewshot_kornblith_5shot", "fewshot_kornblith_20shot",
+                                      "fewshot_cdfsl_5shot", "fewshot_cdfsl_20shot"]  # the paper's order
+    assert set(settings.columns) <= set(paper_settings().columns)  # the same names as the paper's settings
     assert settings.loc["a", "linear"] == pytest.approx((logit(60.0) + logit(80.0)) / 2)
     assert settings.loc["b", "linear"] == pytest.approx(logit(70.0))
-    assert settings.loc["a", "fewshot_20shot"] == pytest.approx(logit(90.0))
-    assert math.isnan(settings.loc["b", "fewshot_20shot"])
+    # the cross-domain task is not pooled into the Kornblith setting
+    assert settings.loc["a", "fewshot_kornblith_20shot"] == pytest.approx(logit(90.0))
+    assert settings.loc["a", "fewshot_cdfsl_20shot"] == pytest.approx(logit(40.0))
+    assert math.isnan(settings.loc["b", "fewshot_kornblith_20shot"])
     assert source.to_dict() == {"a": 40.0, "b": 30.0}
 
 
@@ -144,12 +150,15 @@ def test_dense_detection_calibration_and_attention_rows_map_to_the_paper_setting
         _row("attention", "a", "src", "attentive_diffusion", 45.0, source=40.0),
     ]
     settings, _ = results_settings(_results(rows))
-    assert list(settings.columns) == ["linear", "detection_frozen", "segmentation", "surface_normals",
-                                      "ece_linear_unscaled", "attentive_diffusion"]
+    assert list(settings.columns) == ["linear", "detection_frozen", "surface_normals", "segmentation",
+                                      "ece_linear_unscaled", "attentive_diffusion"]  # the paper's order
     assert settings.loc["a", "segmentation"] == pytest.approx(logit(0.25, percent=False))
     assert settings.loc["a", "surface_normals"] == pytest.approx(logit(20.0))
     assert settings.loc["a", "ece_linear_unscaled"] == pytest.approx(logit(8.0))
     assert set(paper_settings().columns) >= {"detection_frozen", "segmentation", "surface_normals"}
+    from ssl_lib.correlation import _PAPER_SETTING_ORDER
+
+    assert list(paper_settings().columns) == list(_PAPER_SETTING_ORDER)
 
 
 def test_results_settings_and_correlate_errors():
