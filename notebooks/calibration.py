@@ -30,6 +30,7 @@ from IPython.display import Markdown, display
 from myst_nb import glue
 
 from ssl_lib.correlation import table9_printed_row
+from ssl_lib.paper_tables import printed_table
 from ssl_lib.sections.calibration import (
     PAPER_ECE_METRICS, VARIANTS, dataset_table, ece_vs_source, load_calibration, model_table, paper_ece,
     reliability_frame, reliability_plot, source_top1,
@@ -115,7 +116,7 @@ if not rows.empty:
 
 # %% tags=["remove-input"]
 paper = paper_ece()
-display(paper.style.format("{:.2f}"))
+display(printed_table("table9_calibration_reconstruction_attention")[PAPER_ECE_METRICS])  # as printed
 if not table.empty:
     lower = paper.copy()
     lower.index = lower.index.str.lower()

@@ -30,7 +30,7 @@ from IPython.display import Markdown, display
 from myst_nb import glue
 
 from ssl_lib.evaluate.dense import NORMALS_METRICS, SEG_METRICS
-from ssl_lib.paper_tables import paper_table
+from ssl_lib.paper_tables import paper_table, printed_table
 from ssl_lib.sections.summary import section_table
 from ssl_lib.study import load_study
 
@@ -139,7 +139,7 @@ glue("dense_headline", headline, display=False)
 
 # %% tags=["remove-input"]
 paper = paper_table("table5_dense").set_index("model")
-display(paper.style.format({c: "{:.4f}" if c == "seg_mean_iou" else "{:.2f}" for c in paper.columns}))
+display(printed_table("table5_dense"))  # every number as printed
 fig, axes = plt.subplots(1, 2, figsize=(10.5, 4.2))
 for ax, metric, label in [(axes[0], "seg_mean_iou", "ADE20K mIoU"), (axes[1], "sn_mean_err", "NYUv2 mean error (°)")]:
     ordered = paper[metric].sort_values(ascending=metric == "sn_mean_err")

@@ -30,7 +30,7 @@ import seaborn as sns
 from IPython.display import Markdown, display
 from myst_nb import glue
 
-from ssl_lib.paper_tables import paper_table
+from ssl_lib.paper_tables import paper_table, printed_table
 from ssl_lib.sections.summary import format_ci, section_table
 from ssl_lib.study import load_study
 
@@ -143,3 +143,4 @@ sns.heatmap(paper[COLUMNS], annot=True, fmt=".1f", cmap="viridis", cbar=False, a
 ax.set(xlabel="", ylabel="")
 plt.xticks(rotation=35, ha="right")
 plt.show()
+display(printed_table("table4_detection_voc"))  # every number as printed (the heatmap rounds)

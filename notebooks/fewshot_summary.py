@@ -29,7 +29,7 @@ import seaborn as sns
 from IPython.display import Markdown, display
 from myst_nb import glue
 
-from ssl_lib.paper_tables import paper_table
+from ssl_lib.paper_tables import printed_table
 from ssl_lib.sections.summary import paper_with_ci, section_table, with_average
 from ssl_lib.study import load_study
 
@@ -127,4 +127,4 @@ for name, title in [("table2_fewshot_kornblith_5w20s", "Table 2: Kornblith datas
                     ("table7_fewshot_kornblith_5w50s", "Table 7: Kornblith datasets, 50-shot"),
                     ("table8_fewshot_cdfsl_5s_50s", "Table 8: CD-FSL, 5- and 50-shot")]:
     display(Markdown(f"**{title}**"))
-    display(paper_with_ci(paper_table(name)))
+    display(paper_with_ci(name))

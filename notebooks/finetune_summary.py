@@ -29,7 +29,7 @@ import seaborn as sns
 from IPython.display import Markdown, display
 from myst_nb import glue
 
-from ssl_lib.paper_tables import paper_table
+from ssl_lib.paper_tables import paper_table, printed_table
 from ssl_lib.sections.summary import format_ci, section_table, with_average
 from ssl_lib.study import load_study
 
@@ -124,3 +124,4 @@ sns.heatmap(paper, annot=True, fmt=".1f", cmap="viridis", cbar=False, ax=ax)
 ax.set(xlabel="", ylabel="")
 plt.xticks(rotation=35, ha="right")
 plt.show()
+display(printed_table("table1_finetune"))  # every number as printed (the heatmap rounds)

@@ -131,8 +131,9 @@ plt.show()
 # %% tags=["remove-input"]
 from ssl_lib.paper_tables import paper_table
 
-t9 = paper_table("table9_calibration_reconstruction_attention").set_index("model")
-t9 = t9.drop(index=[i for i in t9.index if i.startswith("Correlation")])
+from ssl_lib.paper_tables import printed_table
+
+t9 = printed_table("table9_calibration_reconstruction_attention")  # as printed, the correlation row included
 t9[["lpips_alexnet", "lpips_vgg", "lpips_squeezenet", "colour_mse_red", "colour_mse_green", "colour_mse_blue"]]
 
 # %% [markdown]

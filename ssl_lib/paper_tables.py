@@ -9,7 +9,7 @@ import pandas as pd
 from ._registry import unknown_name_message
 from .exceptions import UnknownNameError
 
-__all__ = ["TABLES_DIR", "list_paper_tables", "paper_table"]
+__all__ = ["TABLES_DIR", "list_paper_tables", "paper_table", "printed_table"]
 
 TABLES_DIR = Path(__file__).resolve().parent / "data" / "paper_tables"
 
@@ -24,3 +24,13 @@ def paper_table(name: str) -> pd.DataFrame:
     if not path.exists():
         raise UnknownNameError(unknown_name_message("paper table", name, list_paper_tables()))
     return pd.read_csv(path)
+
+
+def printed_table(name: str) -> pd.DataFrame:
+    """The table as printed, every cell a string with the paper's own digits, indexed by model.
+
+    Heatmaps round; this is the version to show beside them, so that every published number
+    (82.01, 0.2940) appears in the report exactly.
+    """
+    paper_table(name)  # the one-line error for an unknown name
+    return pd.read_csv(TABLES_DIR / f"{name}.csv", dtype=str, keep_default_na=False).set_index("model")

@@ -45,9 +45,12 @@ def format_ci(value: float, low: float, high: float) -> str:
     return f"{value:.1f} [{low:.1f}, {high:.1f}]"
 
 
-def paper_with_ci(table: pd.DataFrame) -> pd.DataFrame:
-    """A published few-shot table with ``x`` and ``x_ci`` columns as ``"x ± ci"`` cells, by model."""
-    table = table.set_index("model")
+def paper_with_ci(name: str) -> pd.DataFrame:
+    """A published few-shot table with ``x`` and ``x_ci`` columns as ``"x ± ci"`` cells, by model,
+    in the paper's own digits."""
+    from ..paper_tables import printed_table
+
+    table = printed_table(name)
     values = [c for c in table.columns if not c.endswith("_ci")]
-    return pd.DataFrame({c: [f"{v:.1f} ± {e:.2f}" for v, e in zip(table[c], table[f"{c}_ci"])] for c in values},
+    return pd.DataFrame({c: [f"{v} ± {e}" for v, e in zip(table[c], table[f"{c}_ci"])] for c in values},
                         index=table.index)
