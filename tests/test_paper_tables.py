@@ -42,3 +42,11 @@ def test_pages_that_draw_a_paper_heatmap_also_print_the_table(notebook):
     drawn = re.findall(r'paper = paper_table\("(\w+)"\)', source)
     for name in drawn:
         assert f'printed_table("{name}")' in source, f"{notebook} shows {name} only rounded"
+
+
+@pytest.mark.parametrize("hazard", ["*substring*", "3,060 lines", "scikit-learn 1.4", "end to end", "*test* predictions"])
+def test_methods_page_says_what_the_papers_code_changes(hazard):
+    """The code-level hazards of the fact sheet (§8) that move published numbers are documented."""
+    page = (ROOT / "book" / "methods.md").read_text()
+    section = page.split("## What the paper's code does that changes numbers", 1)[-1].split("\n## ", 1)[0]
+    assert hazard in section
