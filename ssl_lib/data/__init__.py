@@ -7,12 +7,12 @@ from functools import cache
 
 from .._registry import unknown_name_message
 from ..exceptions import UnknownNameError
-from ._spec import VAL_FRACTION, ArrayDataset, DatasetSpec, carve_validation
+from ._spec import VAL_FRACTION, ArrayDataset, DatasetSpec, carve_validation, split_roles
 from .transforms import eval_transform, transform_cfg
 
 __all__ = [
     "ArrayDataset", "DatasetSpec", "VAL_FRACTION", "carve_validation", "eval_transform",
-    "get_dataset_spec", "list_datasets", "open_split", "transform_cfg",
+    "get_dataset_spec", "list_datasets", "open_split", "split_roles", "transform_cfg",
 ]
 
 

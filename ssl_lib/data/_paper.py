@@ -27,7 +27,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from .._registry import Registry
-from ..exceptions import ConfigError, DataNotFoundError
+from ..exceptions import BadDataError, ConfigError, DataNotFoundError
 from ._spec import DatasetSpec
 
 __all__ = [
@@ -91,7 +91,14 @@ class FileListDataset(Dataset):
         return len(self.files)
 
     def __getitem__(self, index: int):
-        image = self.loader(self.root / self.files[index])
+        path = self.root / self.files[index]
+        try:
+            image = self.loader(path)
+        except (OSError, SyntaxError, ValueError) as err:  # PIL: unidentified, truncated, broken PNG
+            raise BadDataError(
+                f"Cannot read image {path}: {(str(err).splitlines() or [type(err).__name__])[0]}. Remove or replace it "
+                "(for a folder: tree, `python -m ssl_lib datasets --check folder:<path>` lists every unreadable file)."
+            ) from None
         if self.transform is not None:
             image = self.transform(image)
         return image, self.labels[index]

@@ -20,10 +20,12 @@ def section_datasets(study: Study, section: str, dataset: str, *, splits: tuple[
     including that it has the ``splits`` the protocol needs (few-shot-only sets have just ``all``)."""
     names = list(study.section(section).datasets) if dataset == "all" else [dataset]
     for name in names:
-        missing = [s for s in splits if s not in get_dataset_spec(name).splits]
+        spec = get_dataset_spec(name)
+        missing = [s for s in splits if s not in spec.splits]
         if missing:
+            layout = f" Its layout: {spec.layout}." if spec.layout else ""
             raise ConfigError(f"Dataset {name!r} has no {'/'.join(missing)} split, which the {section} protocol "
-                              f"needs (it has {'/'.join(get_dataset_spec(name).splits)}); use it in few-shot only.")
+                              f"needs (it has {'/'.join(spec.splits)}); use it in few-shot only.{layout}")
     return names
 
 
