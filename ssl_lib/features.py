@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from .data import eval_transform, get_dataset_spec, open_split, transform_cfg
+from .data import check_split_size, eval_transform, get_dataset_spec, open_split, transform_cfg
 from .models import FeatureModel
 from .paths import cache_dir
 
@@ -161,16 +161,20 @@ def get_features(
     device: torch.device | str | None = None,
     progress: bool = True,
     resize: str = "shorter",
+    accept_sizes: bool = False,
 ) -> Features:
     """Features of one on-disk split, from the cache when the key matches.
 
-    ``resize`` picks the evaluation resize (:data:`ssl_lib.data.transforms.RESIZES`).
+    ``resize`` picks the evaluation resize (:data:`ssl_lib.data.transforms.RESIZES`). A paper
+    dataset's split size is checked against the canonical one, cached or not, unless ``accept_sizes``.
     """
     key = feature_cache_key(model, dataset, split, resize=resize, device=device)
     path = cache_dir("features") / key
     if use_cache and (hit := _read_cache(path, key)) is not None:
+        check_split_size(get_dataset_spec(dataset), split, len(hit.labels), accept=accept_sizes, where="(cached features)")
         return hit
-    data = open_split(dataset, split, transform=eval_transform(model.cfg, resize), root=root, download=download)
+    data = open_split(dataset, split, transform=eval_transform(model.cfg, resize), root=root, download=download,
+                      accept_sizes=accept_sizes)
     start = time.perf_counter()
     features, labels = extract_features(
         model, data, batch_size=batch_size, num_workers=num_workers, device=device,

@@ -282,14 +282,15 @@ APPEARANCE: tuple[str, ...] = tuple(n for n, t in TRANSFORMS.items() if t.group 
 
 
 # ------------------------------------------------------------------------------------ measurement
-def sample_images(dataset: str, split: str, n: int, seed: int = 0, *, transform=None) -> torch.Tensor:
+def sample_images(dataset: str, split: str, n: int, seed: int = 0, *, transform=None,
+                  accept_sizes: bool = False) -> torch.Tensor:
     """``n`` images drawn with replacement (``default_rng(seed).choice``), float (n, 3, H, W) in [0, 1].
 
     The code drew its 1000 ImageNet-val images the same way (legacy ``np.random.choice``, seed 0).
     Datasets held in memory are used as they are; others need ``transform`` (e.g.
     ``ssl_lib.data.eval_transform(model.cfg)``) to bring them to one size.
     """
-    data = open_split(dataset, split, transform=transform)
+    data = open_split(dataset, split, transform=transform, accept_sizes=accept_sizes)
     idx = np.random.default_rng(seed).choice(len(data), size=n, replace=True)
     if transform is None:
         if not hasattr(data, "images"):
