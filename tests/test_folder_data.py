@@ -123,3 +123,25 @@ def test_an_unreadable_image_stops_with_its_path(tmp_path):
         data[1]
     assert str(bad) in str(info.value) and "\n" not in str(info.value)
     np.testing.assert_equal(_labels(open_split(name, "train")), [0, 0, 1, 1])
+
+
+def test_datasets_check_describes_a_folder_tree(tmp_path, capsys):
+    from ssl_lib.cli import main
+
+    name = _tree(tmp_path, {"train": {"ant": 5, "bee": 5}, "val": {"ant": 2, "bee": 1}}, ext=".jpg")
+    assert main(["datasets", "--check", name]) == 0
+    out = capsys.readouterr().out
+    assert "train/val (tutorial) layout" in out and "val/ → test" in out and "classes (2, from train/): ant, bee" in out
+    assert "train (train/): 10 images (ant 5, bee 5)" in out and "test (val/): 3 images (ant 2, bee 1)" in out
+    assert "seeded 20% carve of train (seed 0): 2 of 10 images" in out and "ready." in out
+    Image.new("RGB", (8, 8)).save(tmp_path / "train" / "ant" / "anim.gif")
+    (tmp_path / "train" / "bee" / "notes.jpg").write_text("not an image")
+    jpeg = (tmp_path / "train" / "ant" / "0.jpg").read_bytes()
+    (tmp_path / "val" / "bee" / "cut.jpg").write_bytes(jpeg[: len(jpeg) // 2])
+    assert main(["datasets", "--check", name]) == 1
+    out = capsys.readouterr().out
+    assert "train/ant/anim.gif: .gif: not an image extension" in out
+    assert "train/bee/notes.jpg: cannot identify image file" in out
+    assert "val/bee/cut.jpg: " in out.split("unreadable")[1] and "not ready" in out
+    assert main(["datasets", "--check", f"folder:{tmp_path / 'nowhere'}"]) == 1
+    assert "is not a directory" in capsys.readouterr().out

@@ -466,6 +466,24 @@ def test_accept_split_sizes_names_are_checked(tmp_path):
         parse_accepted("mini-digits")
 
 
+def test_datasets_check_reports_each_dataset_on_disk(tmp_path, capsys):
+    from ssl_lib.cli import main
+
+    _cars(tmp_path)
+    _chestx(tmp_path)
+    assert main(["datasets", "--check", "cars", "--root", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "cars: SIZE MISMATCH" in out and "train 3 (canonical 8144), test 3 (canonical 8041)" in out
+    assert "mirror" in out
+    assert main(["datasets", "--check", "chestx", "--root", str(tmp_path)]) == 0
+    assert "chestx: present" in capsys.readouterr().out
+    assert main(["datasets", "--check", "--root", str(tmp_path)]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert {line.split(":")[0] for line in lines if not line.startswith("Also")} == set(PAPER_DATASETS)
+    sun = next(line for line in lines if line.startswith("sun397:"))
+    assert sun.startswith("sun397: missing: ") and str(tmp_path / "SUN397") in sun
+
+
 def test_fine_tune_and_the_study_level_pages_check_sizes_too(tmp_path, monkeypatch, random_mini_model,
                                                            random_mini_spec):
     from ssl_lib.evaluate.finetune import FinetuneCfg, run_finetune
