@@ -23,6 +23,7 @@ n_probe = 1000
 seed = 0
 results_path = ""
 device = ""
+accept_split_sizes = ""
 
 # %% tags=["remove-cell"]
 from ssl_lib.notebook import setup

@@ -40,6 +40,7 @@ class ResultRow:
     n_train: int = 0
     n_val: int = 0
     n_eval: int = 0
+    data_check: str = ""  # the splits' sizes against the canonical ones ("" = none known), or the accepted mismatch
     # protocol
     protocol_params: str = "{}"  # JSON: the settings that define the protocol
     hyperparams: str = "{}"  # JSON: what was selected (e.g. {"C": 0.1})

@@ -74,3 +74,33 @@ def test_validation_carve_is_the_official_codes():
     train, val = carve_validation(n)
     assert sorted(val) == sorted(indices[:10]) and sorted(train) == sorted(indices[10:])
     assert not set(train) & set(val)
+
+
+def test_cache_key_separates_cuda_bf16_from_cpu_fp32_and_torch_minor_versions(model, monkeypatch):
+    """CUDA extraction runs under bf16 autocast: its features must never be served to a CPU fp32 run."""
+    cpu = F.feature_cache_key(model, "mini-digits", "val", device="cpu")
+    assert cpu != F.feature_cache_key(model, "mini-digits", "val", device="cuda")
+    assert F.feature_cache_key(model, "mini-digits", "val", device="cuda:1") == F.feature_cache_key(
+        model, "mini-digits", "val", device="cuda")  # the device's index does not change the features
+    assert F.extraction_mode("cuda")["autocast"] == "bfloat16" and F.extraction_mode("cpu")["autocast"] == "off"
+    monkeypatch.setattr(torch, "__version__", "9.7.1+cpu")
+    other_minor = F.feature_cache_key(model, "mini-digits", "val", device="cpu")
+    monkeypatch.setattr(torch, "__version__", "9.7.3")
+    assert other_minor != cpu and F.feature_cache_key(model, "mini-digits", "val", device="cpu") == other_minor
+
+
+def test_extraction_runs_in_the_mode_its_cache_key_names(model, tmp_path, monkeypatch):
+    monkeypatch.setenv("SSL_LIB_CACHE", str(tmp_path))
+    seen = []
+    real = torch.autocast
+
+    def spy(device_type, dtype=None, enabled=True, **kwargs):
+        seen.append((device_type, dtype, enabled))
+        return real(device_type, dtype=dtype, enabled=enabled, **kwargs)
+
+    monkeypatch.setattr(torch, "autocast", spy)
+    got = F.get_features(model, "mini-digits", "val", device="cpu", progress=False)
+    assert got.key == F.feature_cache_key(model, "mini-digits", "val", device="cpu")
+    assert seen and all(s[0] == "cpu" and not s[2] for s in seen)  # fp32 on CPU, as the key says
+    manifest = (F.cache_dir("features") / got.key / "manifest.json").read_text()
+    assert '"autocast": "off"' in manifest

@@ -19,14 +19,14 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from ..data import get_dataset_spec, open_split
+from ..data import get_dataset_spec, open_split, parse_accepted
 from ..evaluate.invariance import image_features
 from ..evaluate.retention import PERCEPTUAL_NETS, attribute_probe, image_attributes, retention_table
 from ..features import get_features
 from ..models import create_model
 from ..results import append_rows, params_hash
 from ..study import load_study
-from ._common import RowStamp, section_datasets, split_names, study_images
+from ._common import RowStamp, check_data, section_datasets, split_names, study_images
 
 __all__ = ["RetentionParams", "RetentionRun", "PROTOCOL", "run_retention"]
 
@@ -56,6 +56,7 @@ class RetentionParams:
     seed: int = 0
     results_path: str = ""
     device: str = ""
+    accept_split_sizes: str = ""  # paper datasets (comma-separated) to use even if their split sizes differ from the canonical ones
 
 
 @dataclass
@@ -80,7 +81,9 @@ def _threads(n: int):
 
 def _inversion_images(params: RetentionParams, study) -> tuple[torch.Tensor, list[str]]:
     names = section_datasets(study, "retention", params.dataset)
-    images = [study_images(study, name, "test", params.images_per_dataset, params.seed) for name in names]
+    accepted = parse_accepted(params.accept_split_sizes)
+    images = [study_images(study, name, "test", params.images_per_dataset, params.seed, accept_sizes=name in accepted)
+              for name in names]
     labels = [name for name in names for _ in range(params.images_per_dataset)]
     return torch.cat(images), labels
 
@@ -90,13 +93,16 @@ def _probe_images(params: RetentionParams, study) -> torch.Tensor | None:
     once, shared by every model. None for in-memory data, whose cached features are used whole."""
     if get_dataset_spec(params.probe_dataset).zoo == "mini":
         return None
-    return study_images(study, params.probe_dataset, params.probe_split, params.n_probe, params.seed)
+    return study_images(study, params.probe_dataset, params.probe_split, params.n_probe, params.seed,
+                        accept_sizes=params.probe_dataset in parse_accepted(params.accept_split_sizes))
 
 
 def run_retention(params: RetentionParams) -> RetentionRun:
     PERCEPTUAL_NETS.get(params.perceptual_net)
     study = load_study(params.study)
     models = list(study.models) if params.model == "all" else split_names(params.model)
+    checks = check_data(section_datasets(study, "retention", params.dataset), params.accept_split_sizes, splits=("test",))
+    checks.update(check_data([params.probe_dataset], params.accept_split_sizes, splits=(params.probe_split,)))
     images, sources = _inversion_images(params, study)
     probe_images = _probe_images(params, study)
     if probe_images is None:
@@ -123,7 +129,7 @@ def run_retention(params: RetentionParams) -> RetentionRun:
               for attr in attributes.columns}
         probes.append(pd.DataFrame({"model": name, "attribute": list(r2), "r2": list(r2.values())}))
         seconds = time.perf_counter() - start
-        stamp = RowStamp("retention", model, params.seed, device)
+        stamp = RowStamp("retention", model, params.seed, device, data_checks=checks)
         t = result.table
         values = {"colour_mse_red": t.mse_red.mean(), "colour_mse_green": t.mse_green.mean(),
                   "colour_mse_blue": t.mse_blue.mean(),
@@ -142,6 +148,8 @@ def run_retention(params: RetentionParams) -> RetentionRun:
                 protocol_params=json.dumps(protocol, sort_keys=True), params_hash=params_hash(protocol),
                 selected_on="(ridge alpha by inner CV)" if probe else "(no hyperparameters)",
                 feature_cache_key=cache_key if probe else "", wall_seconds=seconds / len(values),
+                data_check=checks[params.probe_dataset] if probe else "; ".join(
+                    f"{d}: {checks[d]}" for d in dict.fromkeys(sources) if checks.get(d)),
                 extra=json.dumps({"study": study.name, "source_top1": model.cfg.source_top1}),
                 outcomes=outcomes if metric == "colour_mse_mean" else "",
             ))
