@@ -139,6 +139,8 @@ def test_frozen_backbone_is_bit_identical_after_training_and_end_to_end_is_not(s
     changed = end_to_end.model.encoder.backbone.state_dict()
     assert not end_to_end.extra["encoder_unchanged_after_training"] and end_to_end.extra["freeze"] is False
     assert any(not torch.equal(changed[k], v) for k, v in before.items())
+    # the weights themselves learn, not only batch-norm statistics (a FeatureModel's parameters do not require grad)
+    assert any(not torch.equal(p, before[k]) for k, p in end_to_end.model.encoder.backbone.named_parameters())
     assert all(torch.equal(supervised.backbone.state_dict()[k], v) for k, v in before.items())  # the model itself
 
 

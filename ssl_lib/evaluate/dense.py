@@ -269,8 +269,8 @@ class DenseModel(nn.Module):
     def __init__(self, encoder: DenseEncoder, decoder: nn.Module, freeze: bool) -> None:
         super().__init__()
         self.encoder, self.decoder, self.freeze = encoder, decoder, freeze
-        if freeze:
-            self.encoder.requires_grad_(False)
+        # both ways explicitly: the encoder copies a FeatureModel, whose parameters do not require grad
+        self.encoder.requires_grad_(not freeze)
 
     def train(self, mode: bool = True) -> DenseModel:
         super().train(mode)
