@@ -30,9 +30,9 @@ from .._registry import Registry
 from ..exceptions import ConfigError
 
 __all__ = [
-    "DEFAULT_STEPS", "PAPER_STEPS", "PAPER_GENERATOR", "ALPHAS", "PERCEPTUAL_NETS",
+    "DEFAULT_STEPS", "PAPER_STEPS", "PAPER_GENERATOR", "GENERATORS", "ALPHAS", "PERCEPTUAL_NETS", "LPIPS_HINT",
     "SkipGenerator", "RandomPerceptualDistance", "RetentionResult",
-    "register_feature_map", "feature_map", "invert", "colour_mse", "perceptual_distance",
+    "register_feature_map", "feature_map", "invert", "colour_mse", "perceptual_net", "perceptual_distance",
     "retention_table", "attribute_probe", "image_attributes",
 ]
 
@@ -143,8 +143,9 @@ class SkipGenerator(nn.Module):
         self.to_rgb = nn.Conv2d(channels[0], 3, 1)
 
     def noise(self, height: int, width: int, *, generator: torch.Generator) -> torch.Tensor:
-        """DIP input: uniform noise x 0.1, rounded up to a multiple of the net's stride (output is cropped)."""
-        h, w = (math.ceil(s / self.scale) * self.scale for s in (height, width))
+        """DIP input: uniform noise x 0.1, rounded up to a multiple of the net's stride and at least
+        two strides, so the bottleneck is 2x2 or more for its batch-norm (the output is cropped)."""
+        h, w = (max(math.ceil(s / self.scale), 2) * self.scale for s in (height, width))
         return torch.rand(1, self.input_depth, h, w, generator=generator) * 0.1
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -152,6 +153,16 @@ class SkipGenerator(nn.Module):
 
 
 PAPER_GENERATOR = partial(SkipGenerator, channels=(16, 32, 64, 128, 128, 128), kernel_sizes=(7, 7, 5, 5, 3, 3))
+# name -> zero-argument generator factory; the retention section picks one per study ("paper" at 224 px)
+GENERATORS: Registry[Callable[[], nn.Module]] = Registry("inversion generator")
+GENERATORS.add("mini", SkipGenerator)
+GENERATORS.add("paper", PAPER_GENERATOR)
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    """Where ``model`` lives (its first parameter or buffer; CPU for a module with neither)."""
+    tensor = next(iter([*model.parameters(), *model.buffers()]), None)
+    return tensor.device if tensor is not None else torch.device("cpu")
 
 
 def _as_images(images, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, bool]:
@@ -200,12 +211,15 @@ def invert(
 
     ``generator`` is a zero-argument factory of a module with ``noise(height, width, *, generator)``
     (:class:`SkipGenerator`, or :data:`PAPER_GENERATOR` with ``steps=PAPER_STEPS`` at 224 px).
-    ``steps=0`` returns the initial output. Returns floats in [0, 1], shaped like ``images``.
+    ``steps=0`` returns the initial output. Runs on the model's device (the generator's start is
+    drawn on the CPU, so it is the same everywhere). Returns floats in [0, 1], shaped like
+    ``images``, on that device.
     """
     if model.training:
         raise ValueError("The model is in training mode, so inversion would update its BatchNorm statistics. "
                          "Call model.eval() first (create_model returns eval-mode models).")
     x, single = _as_images(images)
+    x = x.to(_device_of(model))
     height, width = x.shape[-2:]
     with torch.no_grad():
         target = feature_map(model, x)
@@ -284,19 +298,32 @@ class RandomPerceptualDistance(nn.Module):
         return distance
 
 
+LPIPS_HINT = ("pip install -e '.[lpips]' (the optional lpips extra); it needs internet on first use, when torchvision "
+              "downloads the ImageNet weights of its backbone (the LPIPS layers ship with the package). Offline, use "
+              "perceptual_net='random-vgg'.")
+
+
+_LPIPS_BACKBONES = {"alex": "AlexNet", "vgg": "VGG-16", "squeeze": "SqueezeNet 1.1"}
+
+
 class _LPIPS(nn.Module):
-    """The ``lpips`` package (optional; it downloads torchvision ImageNet weights on first use)."""
+    """The ``lpips`` package: its linear layers ship with it, but its AlexNet / VGG-16 / SqueezeNet-1.1
+    backbone comes from torchvision's ImageNet weights, downloaded on first use (then cached)."""
 
     def __init__(self, backbone: str) -> None:
         super().__init__()
         try:
             import lpips
         except ImportError:
-            raise ConfigError(
-                f"net='lpips-{backbone}' needs the optional 'lpips' package (pip install lpips) and its "
-                "downloaded weights. Offline, use net='random-vgg'."
-            ) from None
-        self.net = lpips.LPIPS(net=backbone, verbose=False).eval().requires_grad_(False)
+            raise ConfigError(f"perceptual_net 'lpips-{backbone}' needs the lpips package, which is not installed: "
+                              f"{LPIPS_HINT}") from None
+        try:
+            self.net = lpips.LPIPS(net=backbone, verbose=False).eval().requires_grad_(False)
+        except OSError as err:  # urllib's URLError (no network) is an OSError
+            reason = " ".join(str(getattr(err, "reason", err)).split())
+            weights = f"torchvision's {_LPIPS_BACKBONES[backbone]} weights"
+            raise ConfigError(f"perceptual_net 'lpips-{backbone}' could not download {weights} "
+                              f"({type(err).__name__}: {reason}): {LPIPS_HINT}") from None
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return self.net(a, b, normalize=True).flatten()
@@ -304,12 +331,13 @@ class _LPIPS(nn.Module):
 
 PERCEPTUAL_NETS: Registry = Registry("perceptual network", hint="Or pass a module mapping (a, b) to distances.")
 PERCEPTUAL_NETS.add("random-vgg", RandomPerceptualDistance)
-for _backbone in ("alex", "vgg", "squeeze"):
+for _backbone in _LPIPS_BACKBONES:
     PERCEPTUAL_NETS.add(f"lpips-{_backbone}", partial(_LPIPS, _backbone))
 
 
 @cache
-def _perceptual_net(name: str) -> nn.Module:
+def perceptual_net(name: str) -> nn.Module:
+    """The network of :data:`PERCEPTUAL_NETS` ``name``, built once (call it early to fail before inverting)."""
     return PERCEPTUAL_NETS.get(name)()
 
 
@@ -317,7 +345,7 @@ def perceptual_distance(a, b, *, net: str | nn.Module = "random-vgg") -> np.ndar
     """Perceptual distance per image pair; 0 for identical images, symmetric.
 
     ``net`` names an entry of :data:`PERCEPTUAL_NETS` (``random-vgg``, the offline default, or
-    ``lpips-alex``/``lpips-vgg``/``lpips-squeeze`` when the ``lpips`` package is installed), or is
+    ``lpips-alex``/``lpips-vgg``/``lpips-squeeze`` with the optional ``lpips`` extra), or is
     a module ``(a, b) -> (B,)`` taking [0, 1] images. Shape (B,) for batches, () for single images.
     """
     x, single = _as_images(a)
@@ -325,7 +353,7 @@ def perceptual_distance(a, b, *, net: str | nn.Module = "random-vgg") -> np.ndar
     x, y = x.cpu(), y.cpu()
     if x.shape != y.shape:
         raise ValueError(f"Images of shape {tuple(x.shape)} and {tuple(y.shape)} cannot be compared.")
-    module = _perceptual_net(net) if isinstance(net, str) else net
+    module = perceptual_net(net) if isinstance(net, str) else net
     with torch.no_grad():
         d = module(x, y).double().numpy()
     return d[0] if single else d
@@ -353,15 +381,18 @@ def retention_table(
     Columns: ``mse_red/green/blue`` (0-255 units), ``perceptual`` (with ``perceptual_net`` naming
     the network, so a random-net value is never read as LPIPS) and the feature-matching loss at
     the start and the end, ``feature_mse_start``/``feature_mse``, to check convergence.
-    ``images`` must already be at the model's input size (e.g. through ``eval_transform``).
+    ``images`` must already be at the model's input size (e.g. through ``eval_transform``). Runs
+    on the model's device; the reconstructions come back on the CPU.
     """
     x, _ = _as_images(images)
+    x = x.to(_device_of(model))
     recon = invert(model, x, steps=steps, seed=seed, generator=generator)
     start = invert(model, x, steps=0, seed=seed, generator=generator)
     with torch.no_grad():
         target = feature_map(model, x)
-        loss = {k: (feature_map(model, r) - target).pow(2).flatten(1).mean(1).numpy()
+        loss = {k: (feature_map(model, r) - target).pow(2).flatten(1).mean(1).cpu().numpy()
                 for k, r in (("feature_mse_start", start), ("feature_mse", recon))}
+    x, recon = x.cpu(), recon.cpu()
     mse = colour_mse(x, recon)
     table = pd.DataFrame({
         "image": np.arange(len(x)),
