@@ -1,7 +1,4 @@
 import json
-import sys
-import types
-import urllib.error
 
 import numpy as np
 import pytest
@@ -127,23 +124,6 @@ def test_colour_mse_by_hand():
 def test_float_images_outside_unit_range_are_refused():
     with pytest.raises(ValueError, match="Divide 0-255 data by 255"):
         R.colour_mse(torch.full((3, 4, 4), 200.0), torch.zeros(3, 4, 4))
-
-
-def test_perceptual_distance_is_zero_symmetric_and_monotone():
-    x = _images(2)
-    g = torch.Generator().manual_seed(0)
-    noise = torch.randn(x.shape, generator=g)
-    mild, strong = (x + 0.05 * noise).clamp(0, 1), (x + 0.3 * noise).clamp(0, 1)
-    np.testing.assert_array_equal(R.perceptual_distance(x, x), [0, 0])
-    np.testing.assert_allclose(R.perceptual_distance(x, mild), R.perceptual_distance(mild, x), rtol=1e-5)
-    assert np.all(R.perceptual_distance(x, mild) < R.perceptual_distance(x, strong))
-    fresh = R.RandomPerceptualDistance(seed=0)  # same seed, same network
-    np.testing.assert_allclose(R.perceptual_distance(x, strong, net=fresh), R.perceptual_distance(x, strong))
-
-
-def test_unknown_perceptual_net_names_the_known_ones():
-    with pytest.raises(KeyError, match="random-vgg"):
-        R.perceptual_distance(_images(1), _images(1), net="lpisp-alex")
 
 
 def test_retention_table_columns(mini):
@@ -273,39 +253,3 @@ def test_section_passes_its_generator_and_device(tmp_path, random_mini_spec, mon
     rows = pd.read_csv(tmp_path / "r.csv")
     assert {json.loads(p)["generator"] for p in rows.protocol_params} == {"paper"}
     assert rows.device.str.startswith("cpu").all()
-
-
-@pytest.fixture
-def fresh_perceptual_nets():
-    R.perceptual_net.cache_clear()
-    yield
-    R.perceptual_net.cache_clear()
-
-
-def _one_line(err: pytest.ExceptionInfo) -> str:
-    message = str(err.value)
-    assert "\n" not in message
-    return message
-
-
-def test_missing_lpips_is_one_line_naming_the_extra(monkeypatch, fresh_perceptual_nets):
-    monkeypatch.setitem(sys.modules, "lpips", None)  # import lpips raises ImportError
-    with pytest.raises(ConfigError) as err:
-        R.perceptual_distance(_images(1), _images(1), net="lpips-alex")
-    message = _one_line(err)
-    assert "pip install -e '.[lpips]'" in message and "internet on first use" in message and "random-vgg" in message
-    # the section fails before it loads the study or inverts anything
-    with pytest.raises(ConfigError, match="lpips-squeeze"):
-        S.run_retention(S.RetentionParams(study="no-such-study", perceptual_net="lpips-squeeze"))
-
-
-def test_lpips_backbone_download_failing_offline_is_one_line(monkeypatch, fresh_perceptual_nets):
-    """lpips ships its linear layers; torchvision downloads the backbone, which fails offline."""
-    def offline(**kwargs):
-        raise urllib.error.URLError("[Errno -3] Temporary failure\nin name resolution")
-
-    monkeypatch.setitem(sys.modules, "lpips", types.SimpleNamespace(LPIPS=offline))
-    with pytest.raises(ConfigError) as err:
-        R.perceptual_distance(_images(1), _images(1), net="lpips-vgg")
-    message = _one_line(err)
-    assert "could not download torchvision's VGG-16 weights" in message and "pip install -e '.[lpips]'" in message
