@@ -29,7 +29,7 @@ import pandas as pd
 from IPython.display import Markdown, display
 from myst_nb import glue
 
-from ssl_lib.evaluate.dense import NORMALS_METRICS, SEG_METRICS
+from ssl_lib.metrics.dense import NORMALS_METRICS, SEG_METRICS
 from ssl_lib.paper_tables import paper_table, printed_table
 from ssl_lib.sections.summary import section_table
 from ssl_lib.study import load_study

@@ -69,19 +69,19 @@ def _ratio(arrays: dict, metric: str, idx: np.ndarray) -> float:
 
 @OUTCOME_KINDS.register("segmentation")
 def _segmentation(arrays: dict, metric: str, idx: np.ndarray) -> float:
-    from .evaluate.dense import segmentation_metrics
+    from .metrics.dense import segmentation_metrics
 
     return float(segmentation_metrics({k: arrays[k][idx] for k in ("intersection", "union", "correct", "labelled")})[metric])
 
 
 @OUTCOME_KINDS.register("detection")
 def _detection(arrays: dict, metric: str, idx: np.ndarray) -> float:
-    from .evaluate.detection import MatchTable, _class_ap, _summaries
+    from .metrics.detection import MatchTable, summaries, weighted_class_ap
 
     table = MatchTable(thresholds=tuple(arrays["thresholds"].tolist()), num_classes=int(arrays["num_classes"]),
                        **{k: arrays[k] for k in ("label", "score", "image", "tp", "ignored", "npos")})
     weights = np.bincount(idx, minlength=table.npos.shape[0]).astype(np.float64)[None]
-    return float(_summaries(_class_ap(table, weights, bool(arrays["use_07_metric"])), table.thresholds)[metric][0])
+    return float(summaries(weighted_class_ap(table, weights, bool(arrays["use_07_metric"])), table.thresholds)[metric][0])
 
 
 def _n_examples(kind: str, arrays: dict) -> int:

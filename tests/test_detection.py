@@ -13,6 +13,7 @@ from PIL import Image
 from ssl_lib.data._paper import VOC_CLASSES
 from ssl_lib.data.detection import MiniScenes, get_detection_spec, open_detection
 from ssl_lib.evaluate import detection as D
+from ssl_lib.metrics.detection import summaries, weighted_class_ap
 from ssl_lib.evaluate.detection import (
     DETECTION_PRESETS, bootstrap_detection_ci, build_detector, check_backbone_weights, detection_metrics,
     lr_schedule, match_detections, pairwise_iou, predict_detections, train_detector, voc_ap,
@@ -115,7 +116,7 @@ def test_weighted_bootstrap_equals_rescoring_duplicated_images():
     table = match_detections(preds, gts, 3)
     for use_07 in (True, False):
         copies = rng.integers(0, 3, len(gts))
-        weighted = D._summaries(D._class_ap(table, copies[None].astype(float), use_07), table.thresholds)
+        weighted = summaries(weighted_class_ap(table, copies[None].astype(float), use_07), table.thresholds)
         idx = np.repeat(np.arange(len(gts)), copies)
         explicit = detection_metrics([preds[i] for i in idx], [gts[i] for i in idx], 3, use_07_metric=use_07)
         for name in ("AP", "AP50", "AP75"):

@@ -12,7 +12,8 @@ import pandas as pd
 from tqdm import tqdm
 
 from ..data.dense import get_dense_task
-from ..evaluate.dense import NORMALS_METRICS, SEG_METRICS, DenseCfg, DenseResult, cfg_dict, preset_cfg, run_dense_task
+from ..evaluate.dense import DenseCfg, DenseResult, cfg_dict, preset_cfg, run_dense_task
+from ..metrics.dense import NORMALS_METRICS, SEG_METRICS
 from ..exceptions import ConfigError
 from ..models import create_model
 from ..results import append_rows, params_hash

@@ -1,4 +1,4 @@
-"""Test metrics of the paper, in percent: top-1, mean per-class accuracy, VOC07 11-point mAP."""
+"""Recognition metrics of the paper, in percent: top-1, mean per-class accuracy, VOC07 11-point mAP."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ._registry import Registry
+from .._registry import Registry
 
 __all__ = ["METRICS", "top1", "mean_per_class", "voc07_ap", "map11", "compute_metric"]
 
