@@ -103,7 +103,8 @@ class _Objective:
         """``(n, m, rows)`` float64 logits-like product ``X W^T + b`` for rows of ``x``."""
         W, b = self._split(x)
         m = x.shape[0]
-        Z = self.D.X @ W.reshape(m * self.rows, self.d).T.to(self.D.dtype)
+        # (W X^T)^T: on MKL this order is ~25% faster than X W^T for a few rows of W
+        Z = (W.reshape(m * self.rows, self.d).to(self.D.dtype) @ self.D.X.T).T
         return Z.to(F64).view(self.n, m, self.rows) + b
 
     def direction(self, dx: torch.Tensor) -> torch.Tensor:
