@@ -204,6 +204,22 @@ def test_every_path_fit_passes_sklearns_gradient_test(name):
             assert _sk_gradient_inf_norm(m, X, y) <= tol * 1.05 + 1e-7, (m.C, m.n_iter)
 
 
+@pytest.mark.parametrize("name", ["cnnlike", "highdim"])
+def test_carried_curvature_saves_iterations(name, monkeypatch):
+    # the data term is the same function at every C, so pairs corrected by (lam' - lam) s are
+    # exact curvature information about it; a wrong correction would cost iterations instead
+    from ssl_lib.evaluate import _logreg_path
+
+    s = _make(name)
+    runs = {}
+    for carry in (False, True):
+        monkeypatch.setattr(_logreg_path, "CARRY_MEMORY", carry)
+        runs[carry] = fit_path(*s.train, num_classes=s.num_classes)
+    assert all(m.converged for m in runs[True])
+    its = {c: sum(m.n_iter for m in p) for c, p in runs.items()}
+    assert its[True] < 0.9 * its[False], its
+
+
 def test_float32_data_terms_reach_the_float64_optimum():
     # logits are kept in float64 along each search direction, so float32 GEMMs neither stall the
     # line search near a tight tolerance nor move the optimum beyond the data's own rounding

@@ -49,6 +49,7 @@ class LBFGSResult:
     g: torch.Tensor  # (m, v) gradient at x (centred coordinates)
     n_iter: torch.Tensor  # (m,) iterations used per problem
     converged: torch.Tensor  # (m,) bool: gradient or relative-decrease test met
+    memory: list[tuple[torch.Tensor, torch.Tensor]]  # curvature pairs (s, y), oldest first
 
 
 class Design:
@@ -217,7 +218,8 @@ def _line_search(obj, Z: torch.Tensor, Zd: torch.Tensor, x: torch.Tensor, d: tor
 
 
 def lbfgs(obj, x0: torch.Tensor, *, gtol: float, max_iter: int, metric: torch.Tensor,
-          grad_norm, history: int = HISTORY) -> LBFGSResult:
+          grad_norm, history: int = HISTORY,
+          memory: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> LBFGSResult:
     """Minimise ``m`` independent problems (rows of ``x0``, centred coordinates) with L-BFGS.
 
     ``metric`` (m, v) is the initial inverse-Hessian diagonal, rescaled each iteration by
@@ -226,6 +228,8 @@ def lbfgs(obj, x0: torch.Tensor, *, gtol: float, max_iter: int, metric: torch.Te
     coordinates), when its relative decrease ``(f_k - f_{k+1}) / max(|f_k|, |f_{k+1}|, 1)``
     drops below ``64 eps`` (scipy's ``ftol`` as scikit-learn sets it), both counted as
     converged, or when it reaches ``max_iter`` iterations or its line search fails (not converged).
+    ``memory``: curvature pairs ``(s, y)`` (each (m, v)) to start from, e.g. a neighbouring
+    problem's, whose ``y`` the caller has corrected for what differs.
     """
     m, v = x0.shape
     dev = x0.device
@@ -241,7 +245,16 @@ def lbfgs(obj, x0: torch.Tensor, *, gtol: float, max_iter: int, metric: torch.Te
     rho_hist = torch.zeros(history, m, dtype=F64, device=dev)
     gamma = torch.ones(m, dtype=F64, device=dev)
     k = 0
-    while k < max_iter and bool(active.any()):
+    for s0, y0 in (memory or [])[-history:]:
+        sy0 = torch.linalg.vecdot(s0, y0)
+        yHy0 = torch.linalg.vecdot(y0, metric * y0)
+        ok0 = sy0 > torch.finfo(F64).eps * yHy0
+        S_hist[k], Y_hist[k] = s0, y0
+        rho_hist[k] = torch.where(ok0, 1.0 / torch.where(ok0, sy0, 1.0), 0.0)
+        gamma = torch.where(ok0, sy0 / torch.where(ok0, yHy0, 1.0), gamma)
+        k += 1
+    k0 = k
+    while k - k0 < max_iter and bool(active.any()):
         idx = active.nonzero().squeeze(1)
         full = len(idx) == m
         xa, fa, ga, Za = (x, f, g, Z) if full else (x[idx], f[idx], g[idx], Z[:, idx])
@@ -291,4 +304,6 @@ def lbfgs(obj, x0: torch.Tensor, *, gtol: float, max_iter: int, metric: torch.Te
         converged[idx] = conv_now
         active[idx] = ~(conv_now | failed)
         k += 1
-    return LBFGSResult(x=x, g=g, n_iter=n_iter, converged=converged)
+    order = [(k - 1 - j) % history for j in range(min(k, history))][::-1]
+    pairs = [(S_hist[p], Y_hist[p]) for p in order]
+    return LBFGSResult(x=x, g=g, n_iter=n_iter, converged=converged, memory=pairs)
