@@ -298,6 +298,30 @@ def test_torch_strategies_agree():
             np.testing.assert_allclose(a.coef, b.coef, atol=1e-3 * np.abs(a.coef).max())
 
 
+def test_batched_grid_split_into_chunks_agrees(monkeypatch):
+    # the CUDA default solves the grid as batches of C values; the split must not change answers
+    from ssl_lib.evaluate import logreg
+
+    s = _make("highdim")
+    Cs = C_GRID[16:32:3]
+    whole = fit_path(*s.train, Cs, strategy="batched", tol=1e-6)
+    monkeypatch.setattr(logreg, "BATCH_ELEMENTS", {"cpu": s.n_tr * 10 * 2})  # 2 C values a batch
+    split = fit_path(*s.train, Cs, strategy="batched", tol=1e-6)
+    for a, b in zip(whole, split):
+        assert a.C == b.C and b.converged
+        np.testing.assert_allclose(a.coef, b.coef, atol=1e-6 * np.abs(a.coef).max())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_path_matches_cpu():
+    s = _make("cnnlike")
+    gpu = fit_path(*s.train, C_GRID[10:30], tol=1e-6, device="cuda")  # "auto": batched over C
+    cpu = fit_path(*s.train, C_GRID[10:30], tol=1e-6, device="cpu")
+    for a, b in zip(gpu, cpu):
+        assert a.converged
+        np.testing.assert_allclose(a.coef, b.coef, atol=2e-3 * np.abs(b.coef).max())
+
+
 def test_iteration_cap_reports_unconverged():
     s = _make("highdim")
     m = fit(*s.train, 1e6, max_iter=5)

@@ -75,8 +75,9 @@ TORCH_TOL = 1e-4
 TORCH_MAX_ITER = 1000
 #: dtype of the torch solver's data terms (the GEMMs over the features); the rest is float64
 DATA_DTYPE = torch.float32
-#: elements of one batched logits matrix (n * n_C * k) above which the C batch is split
-BATCH_ELEMENTS = 2**25
+#: elements of one batched logits matrix (n * n_C * k) above which the C batch is split; a few
+#: float64 copies of it are live at once (2**28: ~2 GB each, so the whole grid at 50k x 100 fits)
+BATCH_ELEMENTS = {"cpu": 2**25, "cuda": 2**28}
 
 
 # ---------------------------------------------------------------------------- result type
@@ -301,7 +302,8 @@ def _solve_torch(p: _Problem, Cs: np.ndarray, init: LinearClassifier | None, *,
         W_start = torch.as_tensor(_from_classifier(p, init), dtype=torch.float64, device=dev)
     fits = _lp.solve_path(tp, Cs, W_start, tol=tol, max_iter=max_iter, strategy=strategy,
                           dtype=DATA_DTYPE if dtype is None else dtype,
-                          precondition=precondition, batch_elements=BATCH_ELEMENTS)
+                          precondition=precondition,
+                          batch_elements=BATCH_ELEMENTS.get(dev.type, BATCH_ELEMENTS["cpu"]))
     return [_to_classifier(p, f.W.cpu().numpy(), C, f.n_iter, f.converged, "torch")
             for f, C in zip(fits, Cs)]
 
@@ -400,7 +402,8 @@ def fit_path(X: Any, y: Any, Cs: Sequence[float] | np.ndarray = C_GRID, *, solve
 
     ``tol``/``max_iter`` override the solver's stopping rule (torch: ``max|grad|`` on the
     objective divided by ``C n``, as scikit-learn's ``tol``). ``solver_options`` go to the
-    solver (torch: ``strategy`` in :data:`STRATEGIES`, ``dtype``).
+    solver (torch: ``strategy`` in :data:`STRATEGIES`, ``precondition`` in
+    :data:`PRECONDITIONERS`, ``dtype`` of the data terms, float32 by default).
     """
     fn = SOLVERS.get(solver)
     p = _check_problem(X, y, multilabel, num_classes)
