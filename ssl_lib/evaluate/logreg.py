@@ -16,12 +16,15 @@ intercept ``-inf`` (``+inf``) without fitting.
 Solvers (``SOLVERS``):
 
 ``"torch"`` (default)
-    Batched full-batch L-BFGS in torch (:mod:`._logreg_torch`), float64 on every device, stopped
-    at ``max|grad| <= tol`` (default 1e-4 as scikit-learn's, capped at 1000 iterations) on scikit-learn's scaled
-    objective, the gradient taken in the original coordinates (the same test as its ``tol``).
-    It optimises in centred, C-dependently rescaled coordinates (an exact reparametrisation,
-    ``precondition="auto"``), and along a path walks ``C`` from small to large, warm-starting each
-    fit from the previous (``strategy="ascending"``); results come back in the order of ``Cs``.
+    Batched full-batch L-BFGS in torch (:mod:`._logreg_torch`): data terms in float32 GEMMs,
+    everything else float64, stopped at ``max|grad| <= tol`` (default 1e-4 as scikit-learn's,
+    capped at 1000 iterations) on scikit-learn's scaled objective, the gradient taken in the
+    original coordinates (the same test as its ``tol``). It works in centred coordinates with a
+    C-dependent diagonal metric (``precondition="auto"``) and, on CPU, walks ``C`` from small to
+    large (``strategy="auto"``: :mod:`._logreg_path`), each fit from the previous solution when
+    that already passes the test (free: no pass over the data) and else from the secant
+    extrapolation of the last two; on CUDA it solves the whole grid as one batch. Results come
+    back in the order of ``Cs``.
 ``"sklearn"``
     The reference: ``LogisticRegression(lbfgs, tol=1e-6, max_iter=5000)`` on float64, warm-started
     along increasing ``C`` (same optimum as cold starts wherever it converges, far cheaper).
@@ -44,7 +47,8 @@ import torch
 
 from .._registry import Registry
 from ..exceptions import SSLLibError
-from . import _logreg_torch as _lt
+from . import _logreg_path as _lp
+from ._logreg_path import PRECONDITIONERS, STRATEGIES
 
 __all__ = [
     "C_GRID",
@@ -69,12 +73,11 @@ PAPER_MAX_ITER = 100
 # features 1e-6 took 4-6x the iterations and chose the same C on every dataset measured.
 TORCH_TOL = 1e-4
 TORCH_MAX_ITER = 1000
-#: ways the torch solver walks a path of C values
-STRATEGIES = ("ascending", "given", "batched")
-#: coordinates the torch solver optimises in (same minimiser; see ``_logreg_torch.Affine``)
-PRECONDITIONERS = ("auto", "standardize", "center", "none")
-#: elements of one batched logits matrix (n * n_C * k) above which the C batch is split
-BATCH_ELEMENTS = 2**25
+#: dtype of the torch solver's data terms (the GEMMs over the features); the rest is float64
+DATA_DTYPE = torch.float32
+#: elements of one batched logits matrix (n * n_C * k) above which the C batch is split; a few
+#: float64 copies of it are live at once (2**28: ~2 GB each, so the whole grid at 50k x 100 fits)
+BATCH_ELEMENTS = {"cpu": 2**25, "cuda": 2**28}
 
 
 # ---------------------------------------------------------------------------- result type
@@ -267,81 +270,42 @@ def _default_device(device: str | torch.device | None) -> torch.device:
 @SOLVERS.register("torch")
 def _solve_torch(p: _Problem, Cs: np.ndarray, init: LinearClassifier | None, *,
                  tol: float | None, max_iter: int | None, device: Any = None,
-                 strategy: str = "ascending", dtype: torch.dtype | None = None,
+                 strategy: str = "auto", dtype: torch.dtype | None = None,
                  precondition: str = "auto") -> list[LinearClassifier]:
-    """Batched L-BFGS; ``strategy`` walks the path (:data:`STRATEGIES`), ``precondition`` picks
-    the coordinates it optimises in (:data:`PRECONDITIONERS`; the minimiser is the same)."""
+    """Batched L-BFGS (:mod:`._logreg_path`); ``strategy`` walks the path (:data:`STRATEGIES`),
+    ``precondition`` picks its initial metric (:data:`PRECONDITIONERS`; the minimiser is the
+    same), ``dtype`` the data terms' dtype (float32 by default; the rest is float64)."""
     if strategy not in STRATEGIES:
         raise SSLLibError(f"Unknown strategy {strategy!r}; use one of {', '.join(STRATEGIES)}.")
     if precondition not in PRECONDITIONERS:
         raise SSLLibError(f"Unknown precondition {precondition!r}; use one of "
                           f"{', '.join(PRECONDITIONERS)}.")
     dev = _default_device(device)
-    dt = torch.float64 if dtype is None else dtype
     tol = TORCH_TOL if tol is None else tol
     max_iter = TORCH_MAX_ITER if max_iter is None else max_iter
     n, d = p.X.shape
-    X = torch.as_tensor(p.X, device=dev).to(dt)
-    softmax = not (p.multilabel or p.binary)
+    X = torch.as_tensor(p.X, device=dev)
     r = len(p.present)
     if p.multilabel:
-        Y = torch.as_tensor(p.y[:, p.present], dtype=dt, device=dev)
         if r == 0:
             return [_to_classifier(p, np.zeros((0, d + 1)), C, 0, True, "torch") for C in Cs]
+        Y = torch.as_tensor(p.y[:, p.present], dtype=torch.float64, device=dev)
+        tp = _lp.TorchProblem(X, softmax=False, r=r, Y=Y)
     elif p.binary:
-        Y = torch.as_tensor(p.y == p.present[1], dtype=dt, device=dev)[:, None]
-        r = 1
+        Y = torch.as_tensor(p.y == p.present[1], dtype=torch.float64, device=dev)[:, None]
+        tp = _lp.TorchProblem(X, softmax=False, r=1, Y=Y)
     else:
         ylab = torch.as_tensor(np.searchsorted(p.present, p.y), dtype=torch.long, device=dev)
-    rows = 1 if softmax else r  # L-BFGS problems per C value
-    v = (r if softmax else 1) * (d + 1)
-    curv = 1.0 / r if softmax else 0.25  # ~ data-term curvature per standardised feature
-    base = _lt.Affine.from_data(X, center=precondition != "none",
-                                scale=precondition in ("auto", "standardize"))
-
-    def affine(Cb: np.ndarray) -> _lt.Affine:
-        if precondition != "auto":
-            return base  # "standardize" (or "center"/"none", where sigma is 1)
-        ridge = 1.0 / (float(np.min(Cb)) * n * curv)  # see Affine.from_data
-        return _lt.Affine(base.mu, torch.sqrt(base.sigma.square() + ridge))
-
-    def solve(Cb: np.ndarray, Wb0: torch.Tensor) -> tuple[torch.Tensor, _lt.LBFGSResult]:
-        """Fit the ``C`` values ``Cb`` jointly from original-coordinate rows ``Wb0``."""
-        aff = affine(Cb)
-        Xa = aff.design(X)
-        lam = torch.as_tensor(np.repeat(1.0 / (Cb * n), rows), dtype=dt, device=dev)
-        if softmax:
-            obj = _lt.SoftmaxObjective(Xa, aff.pen, ylab, r, lam)
-        else:
-            obj = _lt.BinaryObjective(Xa, aff.pen, Y, torch.arange(r, device=dev).repeat(len(Cb)), lam)
-        x0 = aff.to_internal(Wb0.reshape(-1, d + 1)).reshape(len(Cb) * rows, v)
-        res = _lt.lbfgs(obj, x0, gtol=tol, max_iter=max_iter, grad_norm=aff.grad_inf_norm)
-        return aff.to_external(res.x.reshape(-1, d + 1)).reshape(len(Cb) * rows, v), res
-
-    W_start = torch.zeros(rows, v, dtype=dt, device=dev)
+        tp = _lp.TorchProblem(X, softmax=True, r=r, y=ylab)
+    W_start = torch.zeros(tp.r, d + 1, dtype=torch.float64, device=dev)
     if init is not None:
-        W_start = torch.as_tensor(_from_classifier(p, init), dtype=dt, device=dev).reshape(rows, v)
-    out: list[LinearClassifier | None] = [None] * len(Cs)
-
-    def emit(i: int, W: torch.Tensor, it: torch.Tensor, conv: torch.Tensor) -> None:
-        Wn = W.reshape(-1, d + 1).cpu().numpy().astype(np.float64)
-        out[i] = _to_classifier(p, Wn, Cs[i], int(it.sum()), bool(conv.all()), "torch")
-
-    if strategy == "batched":
-        chunk = max(1, BATCH_ELEMENTS // (n * r))
-        for s in range(0, len(Cs), chunk):
-            ids = np.arange(s, min(s + chunk, len(Cs)))
-            W, res = solve(Cs[ids], W_start.repeat(len(ids), 1))
-            for j, i in enumerate(ids):
-                sl = slice(j * rows, (j + 1) * rows)
-                emit(i, W[sl], res.n_iter[sl], res.converged[sl])
-    else:
-        order = np.argsort(Cs, kind="stable") if strategy == "ascending" else np.arange(len(Cs))
-        W = W_start
-        for i in order:
-            W, res = solve(Cs[i:i + 1], W)
-            emit(i, W, res.n_iter, res.converged)
-    return out  # type: ignore[return-value]
+        W_start = torch.as_tensor(_from_classifier(p, init), dtype=torch.float64, device=dev)
+    fits = _lp.solve_path(tp, Cs, W_start, tol=tol, max_iter=max_iter, strategy=strategy,
+                          dtype=DATA_DTYPE if dtype is None else dtype,
+                          precondition=precondition,
+                          batch_elements=BATCH_ELEMENTS.get(dev.type, BATCH_ELEMENTS["cpu"]))
+    return [_to_classifier(p, f.W.cpu().numpy(), C, f.n_iter, f.converged, "torch")
+            for f, C in zip(fits, Cs)]
 
 
 def _sk_estimator(C: float, tol: float, max_iter: int, warm_start: bool):
@@ -438,7 +402,8 @@ def fit_path(X: Any, y: Any, Cs: Sequence[float] | np.ndarray = C_GRID, *, solve
 
     ``tol``/``max_iter`` override the solver's stopping rule (torch: ``max|grad|`` on the
     objective divided by ``C n``, as scikit-learn's ``tol``). ``solver_options`` go to the
-    solver (torch: ``strategy`` in :data:`STRATEGIES`, ``dtype``).
+    solver (torch: ``strategy`` in :data:`STRATEGIES`, ``precondition`` in
+    :data:`PRECONDITIONERS`, ``dtype`` of the data terms, float32 by default).
     """
     fn = SOLVERS.get(solver)
     p = _check_problem(X, y, multilabel, num_classes)
