@@ -63,8 +63,8 @@ rows = run.rows
 extras = {name: json.loads(rows[rows.dataset == name].extra.iloc[0]) for name in run.results}
 lines = [f"**Model** `{params.model}` · **study** `{params.study}` · **weights sha256** "
          f"`{rows.weights_sha256.iloc[0][:16]}…` · **device** {rows.device.iloc[0]}", ""]
-chosen = {"preset": "the preset's choice for this task", "study": "set in the study file",
-          "parameter": f"forced by freeze={params.freeze}"}
+chosen = {"preset": "the preset's choice for this task",
+          "parameter": f"set by freeze={params.freeze} (a notebook parameter or the study file's setting)"}
 
 
 def backbone(frozen: bool, extra: dict) -> str:

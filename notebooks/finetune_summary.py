@@ -17,7 +17,7 @@ results_path = "book/results/results.csv"
 # %% tags=["remove-cell"]
 from ssl_lib.notebook import setup
 
-params = setup(globals(), "summary")  # one-line errors for unknown parameters
+params = setup(globals(), "finetune_summary")  # one-line errors for unknown parameters
 
 # %% tags=["remove-cell"]
 # %matplotlib inline

@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from .data._spec import TASKS
 from .exceptions import SSLLibError
 
 __all__ = ["main"]
@@ -52,10 +53,15 @@ def _datasets(args: argparse.Namespace) -> int:
     if args.check is not None:
         return _check(args)
 
-    print(f"{'dataset':<20} {'kind':<15} {'classes':>7}  {'metric':<15} {'splits':<16} paper analog")
-    for name in list_datasets(zoo=args.zoo):
+    from .sections import SECTIONS, in_report_order
+
+    print(f"{'dataset':<20} {'zoo':<6} {'task':<24} {'classes':>7}  {'metric':<15} {'splits':<16} sections")
+    for name in list_datasets(zoo=args.zoo, task=args.task):
         s = get_dataset_spec(name)
-        print(f"{name:<20} {s.kind:<15} {s.num_classes:>7}  {s.metric:<15} {'/'.join(s.splits):<16} {s.paper_analog}")
+        sections = [n for n in in_report_order() if set(SECTIONS.get(n).tasks) & set(s.tasks)
+                    and SECTIONS.get(n).per_model]
+        print(f"{name:<20} {s.zoo:<6} {'/'.join(s.tasks):<24} {s.num_classes:>7}  {s.metric:<15} "
+              f"{'/'.join(s.splits):<16} {','.join(sections)}")
     print("Also: folder:<path> with <path>/{train,[val,]test}/<class>/<image>, <path>/{train,val}/<class>/<image> "
           "(val/ is the test split) or a flat <path>/<class>/<image> (few-shot only). "
           "`--check [NAME]` reports what is on disk.")
@@ -80,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_models)
     p = sub.add_parser("datasets", help="list the datasets, or check what is on disk")
     p.add_argument("--zoo", choices=["mini", "paper"])
+    p.add_argument("--task", choices=list(TASKS), help="only datasets that serve this task")
     p.add_argument("--check", nargs="?", const="", default=None, metavar="NAME",
                    help="report each paper dataset on disk (or NAME, or folder:<path>): split sizes against the "
                         "canonical ones, what is missing; for a folder, classes, images, skipped and unreadable files")

@@ -9,7 +9,7 @@ setting's score averages the logit accuracies over its datasets (Fig 1).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import pandas as pd
 
@@ -17,11 +17,10 @@ from .exceptions import ConfigError
 from .paper_tables import paper_table
 from .results import latest_rows
 from .stats import correlation, correlation_ci, logit
-from .task_groups import fewshot_suite
 
 __all__ = [
     "LOWER_IS_BETTER",
-    "RESULT_SETTINGS",
+    "result_setting",
     "to_score",
     "paper_settings",
     "paper_source_accuracy",
@@ -37,31 +36,23 @@ _TABLE9_CORRELATION_ROW = "Correlation to ImageNet"
 _TABLE9_PERCENT = ("ece_linear_unscaled", "ece_linear_scaled", "ece_finetune_unscaled", "ece_finetune_scaled",
                    "attentive_diffusion")  # proportions in %, logit-transformed like accuracies
 
-# section of the results table -> setting of each of its rows (from the row's metric); None drops
-# the row. Settings with a counterpart in paper_settings() or Table 9 carry the same name.
-_DETECTION = {"frozen_AP50": "detection_frozen", "finetune_AP50": "detection_finetune"}
-_DENSE = {"sn_within_11.25": "surface_normals", "seg_mean_iou": "segmentation"}
-_CALIBRATION = ("ece_linear_unscaled", "ece_linear_scaled", "ece_finetune_unscaled", "ece_finetune_scaled")
-# (dataset, metric) -> setting. Few-shot keeps the paper's two suites apart: the Kornblith datasets
-# and the cross-domain ones (CD-FSL) are separate settings in Figs 1-2.
-RESULT_SETTINGS: dict[str, Callable[[str, str], str | None]] = {
-    "linear": lambda dataset, metric: "linear",
-    "finetune": lambda dataset, metric: "finetune",
-    # "5way-20shot" on a Kornblith dataset -> "fewshot_kornblith_20shot", as in paper_settings()
-    "fewshot": lambda dataset, metric: f"fewshot_{fewshot_suite(dataset)}_{metric.split('-')[-1]}",
-    "detection": lambda dataset, metric: _DETECTION.get(metric),
-    "dense": lambda dataset, metric: _DENSE.get(metric),
-    # Table 9's columns: ECE (%) and attentive diffusion (%), logit-transformed as in its row
-    "calibration": lambda dataset, metric: metric if metric in _CALIBRATION else None,
-    "attention": lambda dataset, metric: "attentive_diffusion" if metric == "attentive_diffusion" else None,
-}
-
-
 _PAPER_SETTING_ORDER = (
     "linear", "finetune", "fewshot_kornblith_5shot", "fewshot_kornblith_20shot", "fewshot_kornblith_50shot",
     "fewshot_cdfsl_5shot", "fewshot_cdfsl_20shot", "fewshot_cdfsl_50shot", "detection_frozen",
     "detection_finetune", "surface_normals", "segmentation",
 )  # the columns of paper_settings(), in its order
+
+
+def result_setting(section: str, dataset: str, metric: str) -> str | None:
+    """The correlation setting of one result row, as its section's record maps it (None: none).
+
+    Settings with a counterpart in :func:`paper_settings` or Table 9 carry the same name.
+    """
+    from .sections import SECTIONS
+
+    if section not in SECTIONS or SECTIONS.get(section).setting is None:
+        return None
+    return SECTIONS.get(section).setting(dataset, metric)
 
 
 def to_score(values, metric: str, *, percent: bool | None = None):
@@ -119,7 +110,7 @@ def _source_top1(extra) -> float | None:
 def results_settings(results: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
     """This project's results as ``(settings, source top-1 %)``, shaped like :func:`paper_settings`.
 
-    Each row's setting comes from :data:`RESULT_SETTINGS` (unknown sections are ignored); the latest
+    Each row's setting comes from its section's record (:func:`result_setting`); the latest
     row per (section, model, dataset, metric) wins, and NaN values (skipped settings) are left out
     of the averages. The source accuracy is ``source_top1`` in the ``extra`` JSON.
     """
@@ -128,11 +119,14 @@ def results_settings(results: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
     if absent:
         raise ConfigError(f"The results table lacks columns {absent}; pass ssl_lib.results.read_results(path).")
     rows = latest_rows(results)
-    rows = rows.assign(setting=[RESULT_SETTINGS[s](d, m) if s in RESULT_SETTINGS else None
+    rows = rows.assign(setting=[result_setting(s, d, m)
                                 for s, d, m in zip(rows["section"], rows["dataset"], rows["metric"])])
     rows = rows.dropna(subset=["setting"])
     if rows.empty:
-        raise ConfigError(f"The results table has no rows of a known section. Known: {', '.join(RESULT_SETTINGS)}.")
+        from .sections import SECTIONS
+
+        known = [n for n, record in SECTIONS.items() if record.setting is not None]
+        raise ConfigError(f"The results table has no rows of a section with correlation settings ({', '.join(known)}).")
     source = rows.assign(source=[_source_top1(e) for e in rows["extra"]]).dropna(subset=["source"])
     source = source.groupby("model")["source"].last().astype(float)  # rows are sorted: the latest
     missing = sorted(set(rows["model"]) - set(source.index))
@@ -144,9 +138,11 @@ def results_settings(results: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
     score = score.where(~rows["metric"].isin(FRACTIONS), logit(value, percent=False))
     scored = rows.assign(score=score)
     settings = scored.pivot_table(index="model", columns="setting", values="score", aggfunc="mean")
-    # the report's order: sections as in RESULT_SETTINGS, then the paper's order (Kornblith before
+    # the report's order: sections in report order, then the paper's order (Kornblith before
     # CD-FSL, 5 before 20 shots), then numbers for settings the paper lacks
-    order = {section: i for i, section in enumerate(RESULT_SETTINGS)}
+    from .sections import in_report_order
+
+    order = {section: i for i, section in enumerate(in_report_order())}
     paper_order = {name: i for i, name in enumerate(_PAPER_SETTING_ORDER)}
     first = scored.drop_duplicates("setting").set_index("setting")["section"]
     number = settings.columns.str.extract(r"(\d+)", expand=False).astype(float).fillna(0)

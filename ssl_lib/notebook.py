@@ -1,48 +1,117 @@
-"""Helpers for the section notebooks: parameter checking.
+"""A notebook's parameters, resolved and validated in one place.
 
-Errors raised here and in the library are :class:`ssl_lib.exceptions.SSLLibError`s, which
-Jupyter shows as one line (``_render_traceback_``).
-
-papermill only *warns* about a parameter the notebook does not declare, so ``-p modle byol``
-would silently run the default model. :func:`setup` compares the notebook's variables with the
-section's declared parameters and stops the run with one line naming the close matches.
+papermill only *warns* about a parameter the notebook does not declare, so ``-p modle byol`` would
+silently run the default model. :func:`setup` compares the notebook's variables with the schema its
+section registered (:mod:`ssl_lib.sections`), fills parameters left unset (``None`` or ``""``) from
+the study file's settings for that section, checks types and ranges (:data:`RANGES`), and returns
+the parameters dataclass. Errors are :class:`ssl_lib.exceptions.SSLLibError`s, which Jupyter shows
+as one line (``_render_traceback_``). The runner and the study validator use the same
+:func:`resolve_params`, so a study that validates runs.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 
 from ._registry import unknown_name_message
 from .exceptions import ConfigError, UnknownNameError
 
-__all__ = ["setup"]
+__all__ = ["setup", "resolve_params", "RANGES", "check_device"]
 
 # Names IPython puts in a kernel's namespace before any cell runs.
 _KERNEL_NAMES = {"In", "Out", "exit", "quit", "get_ipython", "open"}
 
+#: Numeric parameters shared by the sections' notebooks: name → (lowest, highest) allowed (None: open).
+RANGES: dict[str, tuple[float | None, float | None]] = {
+    "seed": (0, None), "n_boot": (0, None), "batch_size": (1, None), "num_workers": (0, None),
+    "n_episodes": (1, None), "n_way": (2, None), "n_query": (1, None), "steps": (1, None), "iterations": (1, None),
+    "n_images": (1, None), "n_reference": (2, None), "k": (1, None), "mask": (1, None), "stride": (1, None),
+    "images_per_dataset": (1, None), "n_probe": (2, None),
+}
 
-def setup(namespace: dict, section: str):
-    """Check the notebook's parameters and return them as the section's dataclass.
 
-    A variable the section does not declare (a misspelt ``-p`` name) or a value of the wrong type
-    raises a one-line :class:`SSLLibError`; names of models and datasets are checked when used.
+def check_device(device: str) -> None:
+    """``""`` (CUDA when present, else CPU), ``cpu``, ``cuda`` or ``cuda:N`` that this machine has."""
+    if device in ("", "cpu"):
+        return
+    import torch
+
+    if device != "cuda" and not (device.startswith("cuda:") and device[5:].isdigit()):
+        raise ConfigError(f"Parameter 'device' must be '', 'cpu', 'cuda' or 'cuda:N', got {device!r}.")
+    if not torch.cuda.is_available():
+        raise ConfigError(f"Parameter 'device' is {device!r} but this machine has no CUDA device "
+                          "(torch.cuda.is_available() is False); pass -p device cpu or leave it empty.")
+    if ":" in device and int(device[5:]) >= torch.cuda.device_count():
+        raise ConfigError(f"Parameter 'device' is {device!r} but only {torch.cuda.device_count()} CUDA device(s) exist.")
+
+
+def _check_value(name: str, annotation: str, value) -> None:
+    base = annotation.removesuffix(" | None")
+    if value is None:
+        if base == annotation:
+            raise ConfigError(f"Parameter {name!r} must be {annotation}, got None.")
+        return
+    if base == "bool" and not isinstance(value, bool):
+        raise ConfigError(f"Parameter {name!r} must be True or False, got {value!r}.")
+    if base == "int" and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
+        raise ConfigError(f"Parameter {name!r} must be an integer, got {value!r}.")
+    if base == "float" and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
+        raise ConfigError(f"Parameter {name!r} must be a number, got {value!r}.")
+    if base == "str" and (isinstance(value, bool) or not isinstance(value, (str, numbers.Real))):
+        # papermill passes "-p shots 20" as a number: lists of numbers are strings or single numbers
+        raise ConfigError(f"Parameter {name!r} must be a string, got {value!r} ({type(value).__name__}).")
+    if name in RANGES and isinstance(value, numbers.Real) and not isinstance(value, bool):
+        low, high = RANGES[name]
+        if (low is not None and value < low) or (high is not None and value > high) or math.isnan(value):
+            bound = f">= {low}" if high is None else f"in [{low}, {high}]"
+            raise ConfigError(f"Parameter {name!r} must be {bound}, got {value!r}.")
+
+
+def resolve_params(notebook: str, values: dict, *, study=None):
+    """The parameters dataclass of ``notebooks/<notebook>.ipynb`` from ``values``.
+
+    Unknown names are an error (with the close matches); a field left unset (absent, ``None`` or
+    ``""``) takes the study file's setting for the section when it has one; then every value is
+    checked against its annotation and :data:`RANGES`, and ``device`` against the machine.
     """
-    from .sections import SECTION_PARAMS
+    from .sections import notebook_schema
 
-    schema = SECTION_PARAMS.get(section)
-    declared = [f.name for f in dataclasses.fields(schema)]
-    user = [k for k in namespace if not k.startswith("_") and k not in _KERNEL_NAMES and not callable(namespace[k])
-            and type(namespace[k]).__name__ != "module"]
-    for name in user:
-        if name not in declared:
+    schema = notebook_schema(notebook)
+    fields = {f.name: f for f in dataclasses.fields(schema)}
+    for name in values:
+        if name not in fields:
             raise UnknownNameError(
-                unknown_name_message(f"parameter of the {section} notebook", name, declared, "Check the -p names.")
+                unknown_name_message(f"parameter of the {notebook} notebook", name, list(fields), "Check the -p names.")
             )
-    values = {k: namespace[k] for k in declared if k in namespace}
-    for f in dataclasses.fields(schema):
-        base = f.type.removesuffix(" | None")  # annotations are strings (from __future__ import annotations)
-        if f.name not in values or base not in ("int", "bool") or (values[f.name] is None and base != f.type):
-            continue
-        if not isinstance(values[f.name], (int, bool)):
-            raise ConfigError(f"Parameter {f.name!r} must be {f.type}, got {values[f.name]!r}.")
-    return schema(**values)
+    merged = dict(values)
+    if "study" in fields and notebook in _sections():
+        from .study import load_study
+
+        study = study or load_study(merged.get("study", fields["study"].default))
+        settings = study.sections[notebook].params if notebook in study.sections else {}
+        for name, value in settings.items():
+            if name in fields and merged.get(name, fields[name].default) in (None, ""):
+                merged[name] = value
+    for name, value in merged.items():
+        _check_value(name, str(fields[name].type), value)
+    if "device" in merged:
+        check_device(merged["device"])
+    return schema(**merged)
+
+
+def _sections() -> set[str]:
+    from .sections import SECTIONS
+
+    return set(SECTIONS)
+
+
+def setup(namespace: dict, notebook: str):
+    """Check a notebook's parameters (its ``globals()``) and return them as its dataclass.
+
+    ``notebook`` is the notebook's file stem: a section's name, or ``<section>_summary``.
+    """
+    user = {k: v for k, v in namespace.items()
+            if not k.startswith("_") and k not in _KERNEL_NAMES and not callable(v) and type(v).__name__ != "module"}
+    return resolve_params(notebook, user)

@@ -27,7 +27,8 @@ from .models._mini import MINI_ZOO_DIR
 from .paths import atomic_path, repo_root
 from .engines import Outcome, execute_graph
 from .kernels import KernelPool, NotebookFailed
-from .study import SECTIONS, Study, load_study
+from .sections import SECTIONS
+from .study import Study, load_study
 
 __all__ = ["Run", "plan_runs", "run_study", "write_toc", "library_fingerprint"]
 
@@ -75,28 +76,24 @@ def plan_runs(study: Study, out_dir: Path, results_path: Path) -> list[Run]:
     A section's rows are written by its per-model runs, or by its one run if it is study-level;
     pages that read every section (``"*"``) wait for everything except each other.
     """
-    root = repo_root()
     runs = []
     for section, cfg in study.sections.items():
-        info = SECTIONS[section]
+        info = SECTIONS.get(section)
         common = {"study": str(study.path), "results_path": str(results_path)}
         if not info.per_model:
-            runs.append(Run(section, None, root / "notebooks" / f"{section}.ipynb",
-                            out_dir / section / f"{SUMMARY}.ipynb", {**common, "seed": study.seed, **cfg.params},
-                            accelerator=info.compute))
+            runs.append(Run(section, None, info.notebook(), out_dir / section / f"{SUMMARY}.ipynb",
+                            {**common, "seed": study.seed, **cfg.params}, accelerator=info.compute))
             continue
         for model in study.models:
             params = {**common, "model": model, "seed": study.seed, **cfg.params}
-            runs.append(Run(section, model, root / "notebooks" / f"{section}.ipynb",
-                            out_dir / section / f"{_slug(model)}.ipynb", params,
+            runs.append(Run(section, model, info.notebook(), out_dir / section / f"{_slug(model)}.ipynb", params,
                             f"{info.title}: {model}", accelerator=info.compute))
-        runs.append(Run(section, None, root / "notebooks" / f"{section}_summary.ipynb",
-                        out_dir / section / f"{SUMMARY}.ipynb", common, ""))
-    writers = [r for r in runs if r.model is not None or not SECTIONS[r.section].per_model]
-    every = [r for r in writers if "*" not in SECTIONS[r.section].reads]
+        runs.append(Run(section, None, info.summary_notebook(), out_dir / section / f"{SUMMARY}.ipynb", common, ""))
+    writers = [r for r in runs if r.model is not None or not SECTIONS.get(r.section).per_model]
+    every = [r for r in writers if "*" not in SECTIONS.get(r.section).reads]
     planned = []
     for run in runs:
-        reads = SECTIONS[run.section].reads
+        reads = SECTIONS.get(run.section).reads
         if run.model is not None:
             needs = ()
         elif "*" in reads:
@@ -301,8 +298,9 @@ def _run_one(run: Run, study: Study, library: str, force: bool, results_path: Pa
     if (reason := _missing_weights(run, study)) is not None:
         return Outcome("skipped", reason)
     digest = input_hash(run, study, library)
-    if run.model is None and SECTIONS[run.section].reads:  # pages over result rows
-        digest = hashlib.sha256((digest + _results_digest(results_path, SECTIONS[run.section].reads)).encode()).hexdigest()
+    reads = SECTIONS.get(run.section).reads
+    if run.model is None and reads:  # pages over result rows
+        digest = hashlib.sha256((digest + _results_digest(results_path, reads)).encode()).hexdigest()
     if not force and _recorded_hash(run.output) == digest:
         return Outcome("up to date")
     start = time.perf_counter()

@@ -11,40 +11,7 @@ from ._registry import unknown_name_message
 from .exceptions import ConfigError, UnknownNameError
 from .paths import repo_root
 
-__all__ = ["Study", "SectionCfg", "SectionInfo", "load_study", "find_study_file", "SECTIONS"]
-
-
-@dataclass(frozen=True)
-class SectionInfo:
-    """How the runner treats a section.
-
-    A *per-model* section runs ``notebooks/<name>.ipynb`` once per model, then
-    ``<name>_summary.ipynb`` over the result rows; a study-level section runs ``<name>.ipynb`` once
-    for the whole study. ``reads`` lists the sections whose result rows a page depends on: those
-    runs finish first, and a change in their rows re-runs the page; ``"*"`` means every section.
-    ``compute`` runs evaluate models (they get the GPU on a cluster); the others only read rows.
-    """
-
-    title: str
-    per_model: bool = True
-    reads: tuple[str, ...] = ()
-    compute: bool = True
-
-
-# The report's order. Grows as sections land.
-SECTIONS: dict[str, SectionInfo] = {
-    "linear": SectionInfo("Linear", reads=("linear",)),
-    "finetune": SectionInfo("Fine-tune", reads=("finetune", "linear")),
-    "fewshot": SectionInfo("Few-shot", reads=("fewshot",)),
-    "detection": SectionInfo("Detection", reads=("detection",)),
-    "dense": SectionInfo("Dense prediction", reads=("dense",)),
-    "calibration": SectionInfo("Calibration", per_model=False, reads=("calibration", "linear", "finetune"), compute=False),
-    "invariances": SectionInfo("Invariances", per_model=False, reads=("linear",)),
-    "retention": SectionInfo("Retention", per_model=False),
-    "attention": SectionInfo("Attention", per_model=False, reads=("linear",)),
-    "correlation": SectionInfo("Correlation", per_model=False, reads=("*",), compute=False),
-    "scorecard": SectionInfo("Scorecard", per_model=False, reads=("*",), compute=False),
-}
+__all__ = ["Study", "SectionCfg", "load_study", "find_study_file"]
 
 
 @dataclass(frozen=True)
@@ -97,13 +64,15 @@ def load_study(study: str | Path) -> Study:
     extra = set(raw) - allowed
     if extra:
         raise ConfigError(f"{path}: unknown key(s) {sorted(extra)}; allowed: {sorted(allowed)}.")
+    from .sections import SECTIONS, in_report_order  # the sections import this module
+
     sections = {}
     for name, cfg in raw["sections"].items():
         if name not in SECTIONS:
             raise UnknownNameError(unknown_name_message("section", name, list(SECTIONS), f"(in {path})"))
         cfg = cfg or {}
         sections[name] = SectionCfg(name, tuple(cfg.get("datasets", ())), dict(cfg.get("params", {})))
-    sections = {name: sections[name] for name in SECTIONS if name in sections}  # the report's order
+    sections = {name: sections[name] for name in in_report_order(sections)}
     return Study(
         name=str(raw["name"]), title=str(raw.get("title", raw["name"])), zoo=str(raw["zoo"]),
         models=tuple(raw["models"]), sections=sections, seed=int(raw.get("seed", 0)), path=path,

@@ -24,7 +24,7 @@ from ssl_lib.models import build_arch, create_model
 from ssl_lib.notebook import setup
 from ssl_lib.paper_tables import paper_table
 from ssl_lib.paths import repo_root
-from ssl_lib.sections import SECTION_PARAMS
+from ssl_lib.sections import notebook_schema
 from ssl_lib.sections.dense import DenseParams, dense_cfg, run_dense_section
 from ssl_lib.study import load_study
 
@@ -326,9 +326,9 @@ def test_section_rows_carry_the_table5_metric_names(colour_normals, tmp_path):
     assert len(pd.read_csv(results)) == 7
 
 
-@pytest.mark.parametrize(("notebook", "schema"), [("dense", "dense"), ("dense_summary", "summary")])
+@pytest.mark.parametrize(("notebook", "schema"), [("dense", "dense"), ("dense_summary", "dense_summary")])
 def test_notebook_parameters_match_the_section(notebook, schema):
     declared = pm.inspect_notebook(str(repo_root() / "notebooks" / f"{notebook}.ipynb"))
-    defaults = {f.name: f.default for f in dataclasses.fields(SECTION_PARAMS.get(schema))}
+    defaults = {f.name: f.default for f in dataclasses.fields(notebook_schema(schema))}
     assert list(declared) == list(defaults)
     assert all(eval(info["default"]) == defaults[name] for name, info in declared.items())

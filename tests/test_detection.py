@@ -21,7 +21,7 @@ from ssl_lib.evaluate.detection import (
 from ssl_lib.exceptions import ConfigError, DataNotFoundError, UnknownNameError
 from ssl_lib.models import create_model
 from ssl_lib.paper_tables import paper_table
-from ssl_lib.sections import SECTION_PARAMS
+from ssl_lib.sections import notebook_schema
 from ssl_lib.sections.detection import DetectionParams, detection_cfg, run_detection_section
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -322,10 +322,10 @@ def test_section_rows_carry_table4_metric_names_and_resume_from_the_cache(tmp_pa
         run_detection_section(dataclasses.replace(params, settings="frozn"))
 
 
-@pytest.mark.parametrize("notebook, schema", [("detection", "detection"), ("detection_summary", "summary")])
+@pytest.mark.parametrize("notebook, schema", [("detection", "detection"), ("detection_summary", "detection_summary")])
 def test_notebook_parameters_match_the_declared_schema(notebook, schema):
     declared = pm.inspect_notebook(str(ROOT / "notebooks" / f"{notebook}.ipynb"))
-    defaults = {f.name: f.default for f in dataclasses.fields(SECTION_PARAMS.get(schema))}
+    defaults = {f.name: f.default for f in dataclasses.fields(notebook_schema(schema))}
     assert list(declared) == list(defaults)
     for name, info in declared.items():
         assert eval(info["default"]) == defaults[name], name

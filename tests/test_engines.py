@@ -18,7 +18,8 @@ from ssl_lib.exceptions import ConfigError
 from ssl_lib.models import build_arch
 from ssl_lib.results import RESUME_KEY
 from ssl_lib.runner import plan_runs, run_study
-from ssl_lib.study import SECTIONS, load_study
+from ssl_lib.sections import SECTIONS
+from ssl_lib.study import load_study
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -119,12 +119,14 @@ def test_bad_settings_fail_with_one_line():
 
 
 def test_unset_grid_parameters_take_the_study_setting_then_the_papers():
+    from ssl_lib.notebook import resolve_params
     from ssl_lib.sections.finetune import FinetuneParams, finetune_cfg
 
-    mini = finetune_cfg(FinetuneParams(study="mini"))
+    mini = finetune_cfg(resolve_params("finetune", {"study": "mini"}))  # as the notebook's setup resolves them
     assert (mini.steps, mini.lrs, mini.wds) == (50, (0.1, 0.01), (0.0,))
-    explicit = finetune_cfg(FinetuneParams(study="mini", steps=7, lrs="0.5", wds="0,1e-4"))
+    explicit = finetune_cfg(resolve_params("finetune", {"study": "mini", "steps": 7, "lrs": "0.5", "wds": "0,1e-4"}))
     assert (explicit.steps, explicit.lrs, explicit.wds) == (7, (0.5,), (0.0, 1e-4))
-    paper = finetune_cfg(FinetuneParams(study="paper"))
+    assert finetune_cfg(FinetuneParams(study="mini")).steps == 5000  # the dataclass alone: the paper's
+    paper = finetune_cfg(resolve_params("finetune", {"study": "paper"}))
     assert (paper.steps, paper.lrs, paper.wds) == (5000, FT.LR_GRID, FT.WD_GRID)
     assert len(paper.grid) == 20 and paper.grid[0] == (0.1, 0.0) and paper.grid[-1] == (0.0001, 1e-3)

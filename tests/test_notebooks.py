@@ -12,15 +12,10 @@ import numpy as np
 import papermill as pm
 import pytest
 
-from ssl_lib.sections import SECTION_PARAMS
+from ssl_lib.sections import notebook_schema, notebook_schemas
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = sorted((ROOT / "notebooks").glob("*.py"))
-SCHEMA = {"linear": "linear", "finetune": "finetune", "fewshot": "fewshot", "correlation": "correlation",
-          "invariances": "invariances", "retention": "retention", "scorecard": "scorecard",
-          "calibration": "calibration", "attention": "attention",
-          "detection": "detection", "detection_summary": "summary", "dense": "dense", "dense_summary": "summary",
-          "linear_summary": "summary", "finetune_summary": "summary", "fewshot_summary": "summary"}
 
 
 def _cells(nb):
@@ -41,7 +36,7 @@ def test_ipynb_is_in_sync_with_its_source_and_has_no_outputs(source):
 @pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
 def test_parameters_cell_matches_the_declared_schema(source):
     declared = pm.inspect_notebook(str(source.with_suffix(".ipynb")))
-    schema = SECTION_PARAMS.get(SCHEMA[source.stem])
+    schema = notebook_schema(source.stem)
     defaults = {f.name: f.default for f in dataclasses.fields(schema)}
     assert list(declared) == list(defaults)
     for name, info in declared.items():

@@ -58,3 +58,36 @@ def test_file_spec_options_are_checked():
 
 def test_checksum_error_type():
     assert issubclass(ChecksumError, SSLLibError)
+
+
+def test_one_dataset_registry_lists_every_task_of_every_zoo():
+    from ssl_lib.data import TASKS, get_dataset_spec, list_datasets
+
+    names = list_datasets()
+    for name in ("mini-source", "mini-scenes", "mini-normals", "cifar10", "voc2007", "voc07+12", "ade20k", "nyuv2",
+                 "cropdiseases", "imagenet-val"):
+        assert name in names
+    assert set(get_dataset_spec("mini-scenes").tasks) == {"detection", "segmentation"}
+    assert list_datasets(task="detection") == ["mini-scenes", "voc07+12"]
+    assert list_datasets(task="normals") == ["mini-normals", "nyuv2"]
+    assert set(list_datasets(task="few-shot-only")) == {"cropdiseases", "eurosat", "isic", "chestx"}
+    assert all(set(get_dataset_spec(n).tasks) <= set(TASKS) for n in names)
+    with pytest.raises(UnknownNameError, match="Unknown task 'detect'. Did you mean 'detection'"):
+        list_datasets(task="detect")
+
+
+@pytest.mark.parametrize(("section", "dataset", "usable"), [
+    ("linear", "mini-digits", True), ("linear", "cropdiseases", False), ("linear", "mini-scenes", False),
+    ("fewshot", "cropdiseases", True), ("fewshot", "mini-multilabel", False), ("detection", "mini-scenes", True),
+    ("detection", "ade20k", False), ("dense", "mini-scenes", True), ("dense", "nyuv2", True), ("dense", "cifar10", False),
+])
+def test_one_validator_says_whether_a_section_can_use_a_dataset(section, dataset, usable):
+    from ssl_lib.exceptions import ConfigError
+    from ssl_lib.sections import SECTIONS
+
+    if usable:
+        assert SECTIONS.get(section).check_dataset(dataset).name == dataset
+    else:
+        with pytest.raises(ConfigError, match=f"Dataset '{dataset}' serves .*the {section} section takes") as err:
+            SECTIONS.get(section).check_dataset(dataset)
+        assert "\n" not in str(err.value)

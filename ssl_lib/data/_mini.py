@@ -9,6 +9,7 @@ from ._spec import ArrayDataset, DatasetSpec
 __all__ = ["mini_specs", "MINI_SEED"]
 
 MINI_SEED = 0
+_TASKS = {"mini-scenes": ("detection", "segmentation")}  # boxes and masks of the same scenes
 
 
 def _open(name: str, split: str, *, transform=None, root=None, download: bool = False, seed: int = MINI_SEED):
@@ -39,6 +40,7 @@ def mini_specs() -> dict[str, DatasetSpec]:
             description=task.description,
             paper_analog=task.paper_analog,
             fingerprint=f"mini-suite-v{mini.SUITE_VERSION}-seed{MINI_SEED}",
+            tasks=_TASKS.get(name, ()),
         )
         for name, task in mini.MINI_TASKS.items()
     }

@@ -9,7 +9,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-__all__ = ["DatasetSpec", "ArrayDataset", "METRICS", "VAL_FRACTION", "carve_validation", "split_roles"]
+__all__ = ["TASKS", "DatasetSpec", "ArrayDataset", "METRICS", "VAL_FRACTION", "carve_validation", "split_roles"]
+
+#: What a dataset can be used for; each section takes some of them (its record's ``tasks``).
+TASKS = ("classification", "multilabel", "detection", "segmentation", "normals", "few-shot-only")
 
 METRICS = ("top1", "mean_per_class", "map11")
 VAL_FRACTION = 0.2
@@ -17,7 +20,8 @@ VAL_FRACTION = 0.2
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """A downstream dataset: its splits, how validation is obtained, and its test metric.
+    """A downstream dataset: what it serves (``tasks``), its splits, how validation is obtained, and
+    its test metric. Every dataset of every zoo has one card (``ssl_lib.data.list_datasets``).
 
     ``splits`` are the splits that exist on disk. When ``"val"`` is not among them, validation is
     the paper's carve: a seeded 20% of ``train`` (see :func:`carve_validation`).
@@ -29,7 +33,7 @@ class DatasetSpec:
 
     name: str
     zoo: str  # "mini" | "paper" | "folder"
-    kind: str  # "classification" | "multilabel" | "detection" | "normals"
+    kind: str  # its labels: "classification" | "multilabel" | "detection" | "segmentation" | "normals"
     num_classes: int
     metric: str
     splits: tuple[str, ...]
@@ -40,6 +44,14 @@ class DatasetSpec:
     layout: str = ""
     split_sizes: tuple[tuple[str, int], ...] = ()
     size_hint: str = ""
+    tasks: tuple[str, ...] = ()  # () = from kind and splits: see __post_init__
+
+    def __post_init__(self) -> None:
+        if not self.tasks:  # a one-pool dataset (no train/test) serves few-shot only
+            object.__setattr__(self, "tasks", ("few-shot-only",) if self.splits == ("all",) else (self.kind,))
+        unknown = set(self.tasks) - set(TASKS)
+        if unknown:
+            raise ValueError(f"Dataset card {self.name!r}: unknown task(s) {sorted(unknown)}; tasks are {TASKS}.")
 
     @property
     def has_official_val(self) -> bool:

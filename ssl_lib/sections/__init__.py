@@ -1,7 +1,10 @@
-"""One module per book section: its notebook parameters and the run for one model."""
+"""The report's sections: one module each (its notebook parameters and its run), registered once in
+:data:`SECTIONS` (``ssl_lib.sections._record``). The import order below is the report's order."""
 
-from .._registry import Registry
+from . import linear, finetune, fewshot, detection, dense  # noqa: F401  (per-model sections)
+from . import calibration, invariances, retention, attention, correlation, scorecard  # noqa: F401  (study-level)
 from ._common import data_table
+from ._record import SECTIONS, Section, in_report_order
 from .attention import AttentionParams
 from .calibration import CalibrationParams
 from .correlation import CorrelationParams
@@ -16,19 +19,23 @@ from .scorecard import ScorecardParams
 from .summary import SummaryParams
 
 __all__ = [
-    "SECTION_PARAMS", "data_table", "AttentionParams", "CalibrationParams", "DenseParams", "DetectionParams", "CorrelationParams", "FewShotParams", "FinetuneParams", "InvariancesParams", "LinearParams", "RetentionParams", "ScorecardParams", "SummaryParams",
+    "SECTIONS", "Section", "in_report_order", "notebook_schema", "notebook_schemas", "data_table", "AttentionParams",
+    "CalibrationParams", "DenseParams", "DetectionParams", "CorrelationParams", "FewShotParams", "FinetuneParams",
+    "InvariancesParams", "LinearParams", "RetentionParams", "ScorecardParams", "SummaryParams",
 ]
 
-SECTION_PARAMS: Registry[type] = Registry("section")
-SECTION_PARAMS.add("linear", LinearParams)
-SECTION_PARAMS.add("finetune", FinetuneParams)
-SECTION_PARAMS.add("fewshot", FewShotParams)
-SECTION_PARAMS.add("detection", DetectionParams)
-SECTION_PARAMS.add("dense", DenseParams)
-SECTION_PARAMS.add("calibration", CalibrationParams)
-SECTION_PARAMS.add("attention", AttentionParams)
-SECTION_PARAMS.add("invariances", InvariancesParams)
-SECTION_PARAMS.add("retention", RetentionParams)
-SECTION_PARAMS.add("correlation", CorrelationParams)
-SECTION_PARAMS.add("scorecard", ScorecardParams)
-SECTION_PARAMS.add("summary", SummaryParams)
+
+def notebook_schemas() -> dict[str, type]:
+    """Every notebook of every section (file stem → parameters dataclass), from the records."""
+    return {stem: schema for name in in_report_order() for stem, schema in SECTIONS.get(name).notebook_params().items()}
+
+
+def notebook_schema(notebook: str) -> type:
+    """The parameters dataclass of ``notebooks/<notebook>.ipynb`` (a section name or ``<name>_summary``)."""
+    from .._registry import unknown_name_message
+    from ..exceptions import UnknownNameError
+
+    schemas = notebook_schemas()
+    if notebook not in schemas:
+        raise UnknownNameError(unknown_name_message("notebook", notebook, list(schemas)))
+    return schemas[notebook]

@@ -18,8 +18,11 @@ __all__ = ["section_datasets", "RowStamp", "check_data", "data_table", "parse_nu
 
 
 def section_datasets(study: Study, section: str, dataset: str, *, splits: tuple[str, ...] = ()) -> list[str]:
-    """``"all"`` (the study's datasets for ``section``) or one name; every name checked up front,
-    including that it has the ``splits`` the protocol needs (few-shot-only sets have just ``all``)."""
+    """``"all"`` (the study's datasets for ``section``) or one name; every name checked up front:
+    that it has the ``splits`` the protocol needs (few-shot-only sets have just ``all``) and that it
+    serves one of the section's tasks (its record)."""
+    from ._record import SECTIONS
+
     names = list(study.section(section).datasets) if dataset == "all" else [dataset]
     for name in names:
         spec = get_dataset_spec(name)
@@ -28,6 +31,7 @@ def section_datasets(study: Study, section: str, dataset: str, *, splits: tuple[
             layout = f" Its layout: {spec.layout}." if spec.layout else ""
             raise ConfigError(f"Dataset {name!r} has no {'/'.join(missing)} split, which the {section} protocol "
                               f"needs (it has {'/'.join(spec.splits)}); use it in few-shot only.{layout}")
+        SECTIONS.get(section).check_dataset(name)
     return names
 
 

@@ -20,7 +20,12 @@ from tqdm import tqdm
 from ..correlation import paper_settings, paper_source_accuracy, results_settings
 from ..data import parse_accepted
 from ..evaluate.attention import (
-    Occlusion, attention_images, attentive_diffusion, fixed_pattern_share, image_transform, occlusion_saliency,
+    Occlusion,
+    attention_images,
+    attentive_diffusion,
+    fixed_pattern_share,
+    image_transform,
+    occlusion_saliency,
 )
 from ..exceptions import ConfigError
 from ..models import create_model
@@ -29,6 +34,7 @@ from ..results import COLUMNS, append_rows, latest_rows, params_hash, read_resul
 from ..stats import bootstrap_ci, correlation, correlation_ci, logit
 from ..study import load_study
 from ._common import RowStamp, check_data, split_names
+from ._record import SECTIONS, Section
 
 __all__ = ["AttentionParams", "AttentionRun", "PROTOCOL", "PAPER_PRESET", "run_attention", "paper_diffusion",
            "diffusion_correlations", "paper_correlations"]
@@ -177,3 +183,9 @@ def paper_correlations() -> dict[str, float]:
     source = logit(paper_source_accuracy().reindex(diffusion.index))
     return {"source top-1": correlation(diffusion, source),
             "linear (mean logit accuracy)": correlation(diffusion, linear)}
+
+
+SECTIONS.add("attention", Section(
+    "attention", "Attention", 90, AttentionParams, run_attention, per_model=False, reads=("linear",),
+    tasks=("classification",), setting=lambda dataset, metric: metric if metric == "attentive_diffusion" else None,
+))

@@ -24,6 +24,7 @@ from ..results import COLUMNS, ResultRow, latest_rows, params_hash, read_results
 from ..stats import correlation, correlation_ci, logit
 from ..study import load_study
 from ._common import RowStamp, split_names
+from ._record import SECTIONS, Section
 
 __all__ = [
     "CalibrationParams",
@@ -216,3 +217,12 @@ def ece_vs_source(table: pd.DataFrame, source: pd.Series, *, n_boot: int = 10000
             row.update(r=correlation(x, y, "pearson"), ci_low=low, ci_high=high)
         out.append(row)
     return pd.DataFrame(out, columns=["metric", "n_models", "r", "ci_low", "ci_high"])
+
+
+# Table 9's ECE columns (%), logit-transformed as in its correlation row
+_TABLE9 = ("ece_linear_unscaled", "ece_linear_scaled", "ece_finetune_unscaled", "ece_finetune_scaled")
+SECTIONS.add("calibration", Section(
+    "calibration", "Calibration", 60, CalibrationParams, load_calibration, per_model=False,
+    reads=("calibration", "linear", "finetune"), compute=False,
+    setting=lambda dataset, metric: metric if metric in _TABLE9 else None,
+))

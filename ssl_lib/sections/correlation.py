@@ -6,9 +6,15 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from ..correlation import correlate, paper_settings, paper_source_accuracy, results_settings
+from ..correlation import (
+    correlate,
+    paper_settings,
+    paper_source_accuracy,
+    results_settings,
+)
 from ..results import read_results
 from ..study import load_study
+from ._record import SECTIONS, Section
 
 __all__ = ["CorrelationParams", "study_correlations", "paper_correlations", "scatter_table"]
 
@@ -52,3 +58,8 @@ def scatter_table(settings: pd.DataFrame, source: pd.Series) -> pd.DataFrame:
     long = settings.rename_axis("model").reset_index().melt(id_vars="model", var_name="setting", value_name="score")
     long["logit_source"] = logit(source.reindex(long.model).to_numpy())
     return long.dropna(subset=["score"])
+
+
+SECTIONS.add("correlation", Section(
+    "correlation", "Correlation", 100, CorrelationParams, study_correlations, per_model=False, reads=("*",), compute=False,
+))

@@ -13,12 +13,14 @@ from tqdm import tqdm
 
 from ..data.dense import get_dense_task
 from ..evaluate.dense import DenseCfg, DenseResult, cfg_dict, preset_cfg, run_dense_task
-from ..metrics.dense import NORMALS_METRICS, SEG_METRICS
 from ..exceptions import ConfigError
+from ..metrics.dense import NORMALS_METRICS, SEG_METRICS
 from ..models import create_model
 from ..results import append_rows, params_hash
 from ..study import Study, load_study
 from ._common import RowStamp
+from ._record import SECTIONS, Section
+from .summary import SummaryParams
 
 __all__ = ["DenseParams", "DenseRun", "PROTOCOL", "METRICS", "dense_cfg", "dense_datasets", "freeze_source",
            "run_dense_section", "loss_table"]
@@ -75,18 +77,19 @@ def dense_datasets(study: Study, dataset: str) -> list[str]:
     """``"all"`` (the study's dense datasets) or one name; every name checked against the dense registry."""
     names = list(study.section("dense").datasets) if dataset == "all" else [dataset]
     for name in names:
+        SECTIONS.get("dense").check_dataset(name)
         get_dense_task(name)
     return names
 
 
 def dense_cfg(params: DenseParams, kind: str, study: Study | None = None) -> DenseCfg:
-    """The protocol for one task kind: explicit parameters, else the study's dense settings, else the preset's."""
+    """The protocol for one task kind: the parameters (the notebook's ``setup`` has filled unset ones
+    from the study file), the preset's settings for the rest; the preset defaults by zoo."""
     study = study or load_study(params.study)
-    from_study = study.sections["dense"].params if "dense" in study.sections else {}
 
     def pick(name):
         value = getattr(params, name)
-        return from_study.get(name) if value in (None, "") else value
+        return None if value in (None, "") else value
 
     preset = pick("preset") or ("mini" if study.zoo == "mini" else "paper")
     head = "segmentation" if kind == "segmentation" else params.normals_head
@@ -99,12 +102,10 @@ def dense_cfg(params: DenseParams, kind: str, study: Study | None = None) -> Den
                       batch_size=pick("batch_size"), head=head, freeze=freeze)
 
 
-def freeze_source(params: DenseParams, study: Study) -> str:
-    """Who chose ``freeze`` for the rows: the notebook parameter, the study file, or the preset."""
-    if params.freeze is not None:
-        return "parameter"
-    from_study = study.sections["dense"].params if "dense" in study.sections else {}
-    return "study" if from_study.get("freeze") is not None else "preset"
+def freeze_source(params: DenseParams) -> str:
+    """Who chose ``freeze`` for the rows: a parameter (the notebook's, or the study file's, which the
+    runner passes as one) or the preset."""
+    return "preset" if params.freeze is None else "parameter"
 
 
 def _row_values(result: DenseResult) -> list[tuple[str, float, float, float]]:
@@ -130,7 +131,7 @@ def run_dense_section(params: DenseParams) -> DenseRun:
         results[name] = result
         protocol = {**cfg_dict(cfg), "n_boot": params.n_boot}
         extra = {"study": study.name, "source_top1": model.cfg.source_top1, **result.extra,
-                 "freeze_set_by": freeze_source(params, study),
+                 "freeze_set_by": freeze_source(params),
                  "seconds": {k: round(v, 3) for k, v in result.seconds.items()}}
         if result.iou_per_class:
             extra["iou_per_class"] = [None if np.isnan(v) else round(v, 6) for v in result.iou_per_class]
@@ -155,3 +156,10 @@ def loss_table(run: DenseRun) -> pd.DataFrame:
     """Long table of training loss per (dataset, iteration) for the loss curves."""
     return pd.DataFrame([{"dataset": name, "iteration": i, "loss": loss}
                          for name, r in run.results.items() for i, loss in enumerate(r.losses)])
+
+
+_SETTINGS = {"sn_within_11.25": "surface_normals", "seg_mean_iou": "segmentation"}  # the paper's Fig 1
+SECTIONS.add("dense", Section(
+    "dense", "Dense prediction", 50, DenseParams, run_dense_section, reads=("dense",), tasks=("segmentation", "normals"),
+    setting=lambda dataset, metric: _SETTINGS.get(metric), summary=SummaryParams,
+))

@@ -13,7 +13,13 @@ from tqdm import tqdm
 
 from ..data.detection import get_detection_spec, open_detection
 from ..evaluate.detection import (
-    DETECTION_PRESETS, IOU_THRESHOLDS, SETTINGS, CACHE_VERSION, DetectionCfg, DetectionResult, run_detection,
+    CACHE_VERSION,
+    DETECTION_PRESETS,
+    IOU_THRESHOLDS,
+    SETTINGS,
+    DetectionCfg,
+    DetectionResult,
+    run_detection,
 )
 from ..exceptions import ConfigError
 from ..models import create_model
@@ -21,6 +27,8 @@ from ..paths import cache_dir
 from ..results import append_rows, params_hash
 from ..study import Study, load_study
 from ._common import RowStamp, split_names
+from ._record import SECTIONS, Section
+from .summary import SummaryParams
 
 __all__ = [
     "DetectionParams", "DetectionRun", "PROTOCOL", "METRICS", "detection_cfg", "detection_datasets",
@@ -98,6 +106,7 @@ def detection_datasets(study: Study, dataset: str) -> list[str]:
     """``"all"`` (the study's detection datasets) or one name; every name checked up front."""
     names = list(study.section("detection").datasets) if dataset == "all" else [dataset]
     for name in names:
+        SECTIONS.get("detection").check_dataset(name)
         get_detection_spec(name)
     return names
 
@@ -160,3 +169,10 @@ def run_detection_section(params: DetectionParams) -> DetectionRun:
     if params.results_path:
         append_rows(params.results_path, rows)
     return DetectionRun(pd.DataFrame([asdict(r) for r in rows]), results, cfg, preset)
+
+
+_SETTINGS = {"frozen_AP50": "detection_frozen", "finetune_AP50": "detection_finetune"}  # the paper's Fig 1
+SECTIONS.add("detection", Section(
+    "detection", "Detection", 40, DetectionParams, run_detection_section, reads=("detection",), tasks=("detection",),
+    setting=lambda dataset, metric: _SETTINGS.get(metric), summary=SummaryParams,
+))

@@ -12,15 +12,18 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from ..evaluate.fewshot import EpisodeCfg, FewShotResult, evaluate_fewshot, shortfall
-from ..features import get_features
 from ..data import get_dataset_spec, parse_accepted
 from ..data.transforms import RESIZES
+from ..evaluate.fewshot import EpisodeCfg, FewShotResult, evaluate_fewshot, shortfall
 from ..exceptions import ConfigError
+from ..features import get_features
 from ..models import create_model
 from ..results import append_rows, params_hash
 from ..study import load_study
+from ..task_groups import fewshot_suite
 from ._common import RowStamp, check_data, parse_numbers, section_datasets
+from ._record import SECTIONS, Section
+from .summary import SummaryParams
 
 __all__ = ["FewShotParams", "FewShotRun", "PROTOCOL", "run_fewshot_section", "metric_name"]
 
@@ -88,9 +91,6 @@ def run_fewshot_section(params: FewShotParams) -> FewShotRun:
     RESIZES.get(params.resize)
     study = load_study(params.study)
     datasets = section_datasets(study, "fewshot", params.dataset)
-    for name in datasets:
-        if get_dataset_spec(name).kind != "classification":
-            raise ConfigError(f"Dataset {name!r} is a {get_dataset_spec(name).kind} task; few-shot needs single-label classification.")
     checks = check_data(datasets, params.accept_split_sizes, root=params.data_root or None, download=params.download)
     model = create_model(params.model, zoo=study.zoo, device=params.device or None)
     stamp = RowStamp("fewshot", model, params.seed, params.device or None, data_checks=checks)
@@ -133,3 +133,12 @@ def run_fewshot_section(params: FewShotParams) -> FewShotRun:
     if params.results_path:
         append_rows(params.results_path, rows)
     return FewShotRun(pd.DataFrame([asdict(r) for r in rows]), results)
+
+
+# The paper's two few-shot suites are separate correlation settings: "5way-20shot" on a Kornblith
+# dataset is "fewshot_kornblith_20shot", on a cross-domain one "fewshot_cdfsl_20shot".
+SECTIONS.add("fewshot", Section(
+    "fewshot", "Few-shot", 30, FewShotParams, run_fewshot_section, reads=("fewshot",),
+    tasks=("classification", "few-shot-only"),
+    setting=lambda dataset, metric: f"fewshot_{fewshot_suite(dataset)}_{metric.split('-')[-1]}", summary=SummaryParams,
+))

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from ..data import get_dataset_spec, parse_accepted
+from ..data import parse_accepted
 from ..evaluate.calibration import Calibration
 from ..evaluate.finetune import FinetuneCfg, FinetuneResult, run_finetune
 from ..exceptions import ConfigError
@@ -21,7 +21,9 @@ from ..paths import cache_dir
 from ..results import COLUMNS, append_rows, params_hash
 from ..study import load_study
 from ._common import RowStamp, check_data, parse_numbers, section_datasets
+from ._record import SECTIONS, Section
 from .calibration import calibration_rows
+from .summary import SummaryParams
 
 __all__ = ["FinetuneParams", "FinetuneRun", "PROTOCOL", "finetune_cfg", "run_finetune_section", "grid_table"]
 
@@ -68,15 +70,14 @@ class FinetuneRun:
     calibration: pd.DataFrame = field(default_factory=pd.DataFrame)  # "calibration" rows (not multi-label)
 
 
-def finetune_cfg(params: FinetuneParams, study=None) -> FinetuneCfg:
-    """The protocol: explicit parameters, else the study's section settings, else the paper's."""
-    study = study or load_study(params.study)
-    from_study = study.sections["finetune"].params if "finetune" in study.sections else {}
+def finetune_cfg(params: FinetuneParams) -> FinetuneCfg:
+    """The protocol: the parameters, the paper's grid for those left unset (the notebook's ``setup``
+    has already filled them from the study file)."""
     paper = FinetuneCfg()
 
     def pick(name, default):
         value = getattr(params, name)
-        return from_study.get(name, default) if value in (None, "") else value
+        return default if value in (None, "") else value
 
     try:
         return FinetuneCfg(
@@ -95,11 +96,8 @@ def state_path(weights_hash: str, dataset: str, cfg: FinetuneCfg, seed: int):
 
 def run_finetune_section(params: FinetuneParams) -> FinetuneRun:
     study = load_study(params.study)
-    cfg = finetune_cfg(params, study)
+    cfg = finetune_cfg(params)
     datasets = section_datasets(study, "finetune", params.dataset, splits=("train", "test"))
-    for name in datasets:
-        if get_dataset_spec(name).kind not in ("classification", "multilabel"):
-            raise ConfigError(f"Dataset {name!r} is a {get_dataset_spec(name).kind} task; fine-tune needs classification data.")
     checks = check_data(datasets, params.accept_split_sizes, root=params.data_root or None, download=params.download)
     accepted = parse_accepted(params.accept_split_sizes)
     device = params.device or None
@@ -152,3 +150,9 @@ def run_finetune_section(params: FinetuneParams) -> FinetuneRun:
 def grid_table(run: FinetuneRun) -> pd.DataFrame:
     """Long table of validation score per (dataset, lr, wd) for the selection heatmaps."""
     return pd.DataFrame([{"dataset": name, **point} for name, r in run.results.items() for point in r.grid])
+
+
+SECTIONS.add("finetune", Section(
+    "finetune", "Fine-tune", 20, FinetuneParams, run_finetune_section, reads=("finetune", "linear"),
+    tasks=("classification", "multilabel"), setting=lambda dataset, metric: "finetune", summary=SummaryParams,
+))

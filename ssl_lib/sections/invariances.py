@@ -17,6 +17,7 @@ from ..models import create_model
 from ..results import append_rows, latest_rows, params_hash, read_results
 from ..study import load_study
 from ._common import RowStamp, check_data, split_names, study_images
+from ._record import SECTIONS, Section
 
 __all__ = ["InvariancesParams", "PROTOCOL", "run_invariances", "transfer_table"]
 
@@ -102,3 +103,9 @@ def transfer_table(params: InvariancesParams) -> pd.DataFrame:
 
 
 GROUPS = {"spatial": SPATIAL, "appearance": APPEARANCE}
+
+
+SECTIONS.add("invariances", Section(
+    "invariances", "Invariances", 70, InvariancesParams, run_invariances, per_model=False, reads=("linear",),
+    tasks=("classification",),
+))

@@ -19,7 +19,9 @@ from ..models import create_model
 from ..results import COLUMNS, append_rows, params_hash
 from ..study import load_study
 from ._common import RowStamp, check_data, section_datasets
+from ._record import SECTIONS, Section
 from .calibration import calibration_rows
+from .summary import SummaryParams
 
 __all__ = ["LinearParams", "LinearRun", "PROTOCOL", "run_linear_section", "val_curves"]
 
@@ -130,3 +132,9 @@ def val_curves(run: LinearRun) -> pd.DataFrame:
          for name, r in run.results.items()],
         ignore_index=True,
     )
+
+
+SECTIONS.add("linear", Section(
+    "linear", "Linear", 10, LinearParams, run_linear_section, reads=("linear",), tasks=("classification", "multilabel"),
+    setting=lambda dataset, metric: "linear", summary=SummaryParams,
+))

@@ -21,13 +21,20 @@ from tqdm import tqdm
 
 from ..data import get_dataset_spec, open_split, parse_accepted
 from ..evaluate.invariance import image_features
-from ..evaluate.retention import GENERATORS, attribute_probe, image_attributes, perceptual_net, retention_table
+from ..evaluate.retention import (
+    GENERATORS,
+    attribute_probe,
+    image_attributes,
+    perceptual_net,
+    retention_table,
+)
 from ..exceptions import ConfigError
 from ..features import get_features
 from ..models import create_model
 from ..results import append_rows, params_hash
 from ..study import load_study
 from ._common import RowStamp, check_data, section_datasets, split_names, study_images
+from ._record import SECTIONS, Section
 
 __all__ = ["RetentionParams", "RetentionRun", "PROTOCOL", "generator_name", "run_device", "run_retention"]
 
@@ -183,3 +190,9 @@ def run_retention(params: RetentionParams) -> RetentionRun:
         append_rows(params.results_path, rows)
     return RetentionRun(pd.concat(tables, ignore_index=True), pd.concat(probes, ignore_index=True), images, recons,
                         generator, device)
+
+
+SECTIONS.add("retention", Section(
+    "retention", "Retention", 80, RetentionParams, run_retention, per_model=False,
+    tasks=("classification", "multilabel", "few-shot-only"),
+))
