@@ -53,12 +53,13 @@ def _check_value(name: str, annotation: str, value) -> None:
         if base == annotation:
             raise ConfigError(f"Parameter {name!r} must be {annotation}, got None.")
         return
+    none = " or None" if base != annotation else ""
     if base == "bool" and not isinstance(value, bool):
-        raise ConfigError(f"Parameter {name!r} must be True or False, got {value!r}.")
+        raise ConfigError(f"Parameter {name!r} must be True or False{none}, got {value!r}.")
     if base == "int" and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
-        raise ConfigError(f"Parameter {name!r} must be an integer, got {value!r}.")
+        raise ConfigError(f"Parameter {name!r} must be an integer{none}, got {value!r}.")
     if base == "float" and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
-        raise ConfigError(f"Parameter {name!r} must be a number, got {value!r}.")
+        raise ConfigError(f"Parameter {name!r} must be a number{none}, got {value!r}.")
     if base == "str" and (isinstance(value, bool) or not isinstance(value, (str, numbers.Real))):
         # papermill passes "-p shots 20" as a number: lists of numbers are strings or single numbers
         raise ConfigError(f"Parameter {name!r} must be a string, got {value!r} ({type(value).__name__}).")
