@@ -63,7 +63,7 @@ def parse_numbers(value, name: str, cast: type = float) -> list:
 
 @dataclass
 class RowStamp:
-    """The fields every row of one run shares: model identity, environment, run id."""
+    """The fields every row of one run shares: model identity and adapter, environment, run id."""
 
     section: str
     model: FeatureModel
@@ -87,8 +87,9 @@ class RowStamp:
         return save_outcomes(results_path, name, kind, **arrays)
 
     def row(self, **fields) -> ResultRow:
+        """A row with the run's identity and the model's adapter contract (pooling, layer, input)."""
         return ResultRow(
             section=self.section, model=self.model.cfg.name, zoo=self.model.cfg.zoo,
             weights_sha256=self.model.weights_hash, seed=self.seed, run_id=self.run_id,
-            created_utc=utc_now(), **self.env, **fields,
+            created_utc=utc_now(), **self.model.cfg.adapter(), **self.env, **fields,
         )
