@@ -36,6 +36,7 @@ import seaborn as sns
 from IPython.display import Markdown, display
 from myst_nb import glue
 
+from ssl_lib.sections._common import adapter_markdown
 from ssl_lib.sections.calibration import dataset_table, reliability_frame, reliability_plot
 from ssl_lib.sections.linear import PROTOCOL, run_linear_section, val_curves
 
@@ -55,6 +56,7 @@ display(Markdown(
     f"**Model** `{params.model}` · **study** `{params.study}` · **solver** `{params.solver}` · "
     f"**weights sha256** `{rows.weights_sha256.iloc[0][:16]}…` · **device** {rows.device.iloc[0]}"
 ))
+display(Markdown(adapter_markdown(rows.iloc[0])))
 
 # %% tags=["remove-input"]
 table = rows.assign(

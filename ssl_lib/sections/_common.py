@@ -12,7 +12,7 @@ from ..provenance import environment, utc_now
 from ..results import ResultRow
 from ..study import Study
 
-__all__ = ["section_datasets", "RowStamp", "parse_numbers", "split_names", "study_images"]
+__all__ = ["section_datasets", "RowStamp", "parse_numbers", "split_names", "study_images", "adapter_markdown"]
 
 
 def section_datasets(study: Study, section: str, dataset: str, *, splits: tuple[str, ...] = ()) -> list[str]:
@@ -93,3 +93,11 @@ class RowStamp:
             weights_sha256=self.model.weights_hash, seed=self.seed, run_id=self.run_id,
             created_utc=utc_now(), **self.model.cfg.adapter(), **self.env, **fields,
         )
+
+
+def adapter_markdown(row) -> str:
+    """One Markdown line saying how a row's model read its features (the adapter columns)."""
+    patch = f" · **patch** {int(row.patch_size)} px" if row.patch_size == row.patch_size and row.patch_size else ""
+    return (f"**Features**: {row.pooling} over `{row.feature_layer}` of `{row.arch}` · **input** "
+            f"{int(row.input_size)} px crop of a {int(row.resize_size)} px resize{patch} · "
+            f"**normalisation** {row.normalization}")

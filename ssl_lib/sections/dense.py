@@ -14,7 +14,7 @@ from tqdm import tqdm
 from ..data.dense import get_dense_task
 from ..evaluate.dense import NORMALS_METRICS, SEG_METRICS, DenseCfg, DenseResult, cfg_dict, preset_cfg, run_dense_task
 from ..exceptions import ConfigError
-from ..models import create_model
+from ..models import create_model, get_model_cfg, require_resnet_stages
 from ..results import append_rows, params_hash
 from ..study import Study, load_study
 from ._common import RowStamp
@@ -99,6 +99,7 @@ def run_dense_section(params: DenseParams) -> DenseRun:
     study = load_study(params.study)
     datasets = dense_datasets(study, params.dataset)
     device = params.device or None
+    require_resnet_stages(get_model_cfg(params.model, zoo=study.zoo), "dense")
     model = create_model(params.model, zoo=study.zoo, device=device)
     stamp = RowStamp("dense", model, params.seed, device)
     rows, results = [], {}

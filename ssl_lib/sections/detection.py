@@ -16,7 +16,7 @@ from ..evaluate.detection import (
     DETECTION_PRESETS, IOU_THRESHOLDS, SETTINGS, CACHE_VERSION, DetectionCfg, DetectionResult, run_detection,
 )
 from ..exceptions import ConfigError
-from ..models import create_model
+from ..models import create_model, get_model_cfg, require_resnet_stages
 from ..paths import cache_dir
 from ..results import append_rows, params_hash
 from ..study import Study, load_study
@@ -115,6 +115,7 @@ def run_detection_section(params: DetectionParams) -> DetectionRun:
     settings = detection_settings(params.settings)
     datasets = detection_datasets(study, params.dataset)
     device = params.device or None
+    require_resnet_stages(get_model_cfg(params.model, zoo=study.zoo), "detection")
     model = create_model(params.model, zoo=study.zoo, device=device)
     stamp = RowStamp("detection", model, params.seed, device)
     rows, results = [], {}

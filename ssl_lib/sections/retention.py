@@ -23,7 +23,7 @@ from ..data import get_dataset_spec, open_split
 from ..evaluate.invariance import image_features
 from ..evaluate.retention import PERCEPTUAL_NETS, attribute_probe, image_attributes, retention_table
 from ..features import get_features
-from ..models import create_model
+from ..models import create_model, get_model_cfg, require_resnet_stages
 from ..results import append_rows, params_hash
 from ..study import load_study
 from ._common import RowStamp, section_datasets, split_names, study_images
@@ -97,6 +97,8 @@ def run_retention(params: RetentionParams) -> RetentionRun:
     PERCEPTUAL_NETS.get(params.perceptual_net)
     study = load_study(params.study)
     models = list(study.models) if params.model == "all" else split_names(params.model)
+    for spec in models:  # before any inversion starts
+        require_resnet_stages(get_model_cfg(spec, zoo=study.zoo), "retention")
     images, sources = _inversion_images(params, study)
     probe_images = _probe_images(params, study)
     if probe_images is None:
