@@ -33,7 +33,7 @@ def _pre_logits(model, x):
 def test_cards_record_the_adapter_contract_read_from_the_model():
     vit, convnext = get_model_cfg(VIT), get_model_cfg(CONVNEXT)
     assert vit.adapter() == {"arch": "vit_tiny_patch16_224", "pooling": "cls_token", "feature_layer": "blocks.11",
-                             "normalization": "inception", "input_size": 32, "resize_size": 36, "patch_size": 16}
+                             "normalization": "inception", "input_size": 32, "resize_size": 35, "patch_size": 16}
     assert (convnext.pooling, convnext.feature_layer, convnext.patch_size, convnext.normalization) == (
         "avgpool", "stages.3", None, "imagenet")
     assert vit.arch_kwargs == {"img_size": 32} and convnext.arch_kwargs == {}  # ConvNeXt takes any size

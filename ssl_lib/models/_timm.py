@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import socket
 import sys
 import urllib.parse
@@ -98,7 +99,7 @@ def _card(spec: str, arch: str, weights: str, pcfg: dict, options: dict, *, desc
     if "pool" in options:
         kwargs["global_pool"] = options["pool"]
     crop_pct = pcfg.get("crop_pct") or 0.875
-    resize = int(options.get("resize", round(size / crop_pct)))
+    resize = int(options.get("resize", math.floor(size / crop_pct)))  # timm's own eval transform
     if resize < size:
         raise ConfigError(f"resize={resize} in {spec!r} is smaller than the {size} px crop; use resize >= size.")
     mean, std = NORMS[options["norm"]] if "norm" in options else (
