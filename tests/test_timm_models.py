@@ -63,6 +63,7 @@ def test_only_the_classifier_is_dropped():
     ("timm:vit_tiny_patch16_224?norm=imagnet", UnknownNameError, "Did you mean 'imagenet'"),
     ("timm:vit_tiny_patch16_224.augreg_in21k_ft_in1kk", UnknownNameError, "Did you mean 'augreg_in21k_ft_in1k'"),
     ("timm:vit_tinny_patch16_224", UnknownNameError, "Unknown timm model"),
+    ("timm:nf_resnet26", ConfigError, r"has no pretrained weights; pass timm:nf_resnet26\?pretrained=false"),
     ("timm:vit_tiny_patch16_224?pretrained=false&pool=bogus", ConfigError, "timm cannot build"),
 ])
 def test_bad_timm_specs_are_one_line(spec, error, message):

@@ -150,10 +150,10 @@ def timm_cfg(spec: str) -> ModelCfg:
         weights, description = "random", f"timm {arch}, seeded random initialisation (no weights)"
     else:
         if not (pcfg.get("hf_hub_id") or pcfg.get("url")):
-            raise ConfigError(f"timm model {name!r} has no pretrained weights; pass {spec}?pretrained=false or "
-                              f"?file=<path>, or a tag from timm.list_pretrained('{arch}.*').")
-        weights, description = f"timm:{pcfg.get('architecture', arch)}.{pcfg.get('tag', tag)}".rstrip("."), \
-            f"timm {name} (hub weights)"
+            raise ConfigError(f"timm model {name!r} has no pretrained weights; pass timm:{arch}?pretrained=false "
+                              f"or timm:{arch}?file=<path>, or a tag from timm.list_pretrained('{arch}.*').")
+        weights = f"timm:{arch}.{pcfg['tag']}" if pcfg.get("tag") else f"timm:{arch}"
+        description = f"timm {weights[5:]} (hub weights)"
     extra = {k: pcfg[k] for k in ("hf_hub_id", "hf_hub_filename", "url", "tag") if pcfg.get(k)}
     return _card(spec, arch, weights, pcfg, options, description=description, extra=extra)
 
