@@ -17,7 +17,7 @@ dataset = "all"
 preset = ""
 decoder = ""
 normals_head = "classification"
-freeze = True
+freeze = None
 iterations = None
 batch_size = None
 n_boot = 200
@@ -63,14 +63,25 @@ rows = run.rows
 extras = {name: json.loads(rows[rows.dataset == name].extra.iloc[0]) for name in run.results}
 lines = [f"**Model** `{params.model}` · **study** `{params.study}` · **weights sha256** "
          f"`{rows.weights_sha256.iloc[0][:16]}…` · **device** {rows.device.iloc[0]}", ""]
+chosen = {"preset": "the preset's choice for this task", "study": "set in the study file",
+          "parameter": f"forced by freeze={params.freeze}"}
+
+
+def backbone(frozen: bool, extra: dict) -> str:
+    if not frozen:
+        return "trained end to end (batch-norm in train mode)"
+    return "frozen (eval mode" + (", maps computed once and cached)" if extra["cached_features"] else ")")
+
+
 for name, result in run.results.items():
     cfg, extra = result.cfg, extras[name]
     head = extra["head"] + (f" ({extra['n_clusters']} clusters, {extra['prediction']} centre)" if extra["head"] == "classification" else "")
     lines.append(
         f"- `{name}` ({result.kind}): {cfg.decoder} decoder, width {cfg.width}, head {head}; "
         f"{cfg.iterations} iterations at batch {cfg.batch_size}, lr {cfg.lr:g} (poly); "
-        f"**backbone {'frozen (eval mode, maps cached)' if cfg.freeze else 'trained end to end'}**; "
-        f"{result.n_train} training / {result.n_test} test images; weight check "
+        f"**backbone {backbone(cfg.freeze, extra)}** ({chosen[extra['freeze_set_by']]}); "
+        f"{result.n_train} training / {result.n_test} test images, {extra['scored_pixels']:,} test pixels scored "
+        f"at the labels' native size; weight check "
         f"{'passed' if extra['weights_check']['passed'] else 'FAILED'} ({extra['weights_check']['tensors']} tensors); "
         f"{result.seconds['total']:.1f} s."
     )
@@ -176,9 +187,11 @@ plt.show()
 #
 # How this differs from the paper: the paper trains on NYUv2 (795 images, 13,500 iterations at batch 2,
 # a dilated ResNet-50 frozen up to layer4) and ADE20K (20k images, 150,000 iterations at batch 4, the
-# whole network trained) at full resolution; the mini study trains small decoders for a few hundred
-# iterations on 64 px generated images with the backbone frozen for both tasks. Its numbers compare
-# models with each other, not with Table 5 in absolute value.
+# whole network trained) at full resolution. The paper preset does the same (segmentation end to end,
+# normals frozen) on 480 px training crops and scores test images uncropped at the labels' native
+# size; the mini study trains small decoders for a few hundred iterations on 64 px generated images
+# with the backbone frozen for both tasks. Its numbers compare models with each other, not with
+# Table 5 in absolute value.
 
 # %% tags=["remove-input"]
 display(Markdown("\n".join(f"- **{k}**: {v}" for k, v in PROTOCOL.items())))

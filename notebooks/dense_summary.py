@@ -66,7 +66,8 @@ else:
     lines.append(
         "\nThe paper's protocol: NYUv2 normals with a PPM decoder on a dilated ResNet-50 frozen up to layer4 "
         "(13,500 iterations at batch 2) and ADE20K segmentation with UPerNet, everything trained (150,000 "
-        "iterations at batch 4), both at full resolution. The mini study freezes the backbone for both tasks and "
+        "iterations at batch 4), both at full resolution. The paper preset does the same per task and scores test "
+        "images uncropped at the labels' native size. The mini study freezes the backbone for both tasks and "
         "trains small decoders for a few hundred iterations on 64 px generated images, so its numbers rank models "
         "against each other and are **not comparable in absolute value** with Table 5."
     )

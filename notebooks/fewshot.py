@@ -26,6 +26,7 @@ download = False
 device = ""
 batch_size = 256
 num_workers = 0
+accept_split_sizes = ""
 
 # %% tags=["remove-cell"]
 from ssl_lib.notebook import setup
@@ -42,7 +43,7 @@ import seaborn as sns
 from IPython.display import Markdown, display
 from myst_nb import glue
 
-from ssl_lib.sections._common import adapter_markdown
+from ssl_lib.sections import adapter_markdown, data_table
 from ssl_lib.sections.fewshot import PROTOCOL, run_fewshot_section
 
 # %% [markdown]
@@ -103,6 +104,16 @@ if not done.empty:
 # %% tags=["remove-cell"]
 for r in done.itertuples():
     glue(f"fewshot_{r.dataset}_{r.shots}", float(r.value), display=False)
+
+# %% [markdown]
+# ## Data
+#
+# The splits of each dataset (the episodes pool all of them) and whether their sizes are the
+# canonical ones (a paper dataset whose sizes differ runs only when named in `accept_split_sizes`,
+# and its rows say so).
+
+# %% tags=["remove-input"]
+data_table(rows).style.hide(axis="index")
 
 # %% [markdown]
 # ## Protocol and provenance

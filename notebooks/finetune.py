@@ -27,6 +27,7 @@ data_root = ""
 download = False
 device = ""
 num_workers = 0
+accept_split_sizes = ""
 
 # %% tags=["remove-cell"]
 from ssl_lib.notebook import setup
@@ -42,8 +43,8 @@ import seaborn as sns
 from IPython.display import Markdown, display
 from myst_nb import glue
 
-from ssl_lib.sections._common import adapter_markdown
 from ssl_lib.sections.calibration import dataset_table, reliability_frame, reliability_plot
+from ssl_lib.sections import adapter_markdown, data_table
 from ssl_lib.sections.finetune import PROTOCOL, finetune_cfg, grid_table, run_finetune_section
 
 # %% [markdown]
@@ -111,6 +112,16 @@ else:
 # %% tags=["remove-cell"]
 for r in rows.itertuples():
     glue(f"finetune_{r.dataset}", float(r.value), display=False)
+
+# %% [markdown]
+# ## Data
+#
+# Which split of each dataset played train, validation and test, and whether its sizes are the
+# canonical ones (a paper dataset whose sizes differ runs only when named in `accept_split_sizes`,
+# and its rows say so).
+
+# %% tags=["remove-input"]
+data_table(rows).style.hide(axis="index")
 
 # %% [markdown]
 # ## Protocol and provenance

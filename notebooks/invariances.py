@@ -24,6 +24,7 @@ seed = 0
 results_path = ""
 device = ""
 batch_size = 256
+accept_split_sizes = ""
 
 # %% tags=["remove-cell"]
 from ssl_lib.notebook import setup

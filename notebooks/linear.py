@@ -23,6 +23,7 @@ download = False
 device = ""
 batch_size = 256
 num_workers = 0
+accept_split_sizes = ""
 
 # %% tags=["remove-cell"]
 from ssl_lib.notebook import setup
@@ -36,8 +37,8 @@ import seaborn as sns
 from IPython.display import Markdown, display
 from myst_nb import glue
 
-from ssl_lib.sections._common import adapter_markdown
 from ssl_lib.sections.calibration import dataset_table, reliability_frame, reliability_plot
+from ssl_lib.sections import adapter_markdown, data_table
 from ssl_lib.sections.linear import PROTOCOL, run_linear_section, val_curves
 
 
@@ -99,6 +100,16 @@ for r in rows.itertuples():
     glue(f"linear_{r.dataset}", float(r.value), display=False)
 glue("linear_mean", float(rows.value.mean()), display=False)
 glue("linear_model", params.model, display=False)
+
+# %% [markdown]
+# ## Data
+#
+# Which split of each dataset played train, validation and test, and whether its sizes are the
+# canonical ones (a paper dataset whose sizes differ runs only when named in `accept_split_sizes`,
+# and its rows say so).
+
+# %% tags=["remove-input"]
+data_table(rows).style.hide(axis="index")
 
 # %% [markdown]
 # ## Protocol and provenance

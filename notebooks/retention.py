@@ -16,6 +16,7 @@ model = "all"
 dataset = "all"
 images_per_dataset = 1
 steps = 3000
+generator = ""
 perceptual_net = "random-vgg"
 probe_dataset = "mini-source"
 probe_split = "test"
@@ -23,6 +24,7 @@ n_probe = 1000
 seed = 0
 results_path = ""
 device = ""
+accept_split_sizes = ""
 
 # %% tags=["remove-cell"]
 from ssl_lib.notebook import setup
@@ -54,7 +56,8 @@ from ssl_lib.sections.retention import PROTOCOL, run_retention
 run = run_retention(params)
 display(Markdown(
     f"**{run.table.model.nunique()} models** · **{len(run.images)} images** "
-    f"({', '.join(dict.fromkeys(run.table.dataset))}) · **{params.steps} inversion steps** · perceptual "
+    f"({', '.join(dict.fromkeys(run.table.dataset))}) · **{params.steps} inversion steps** with the "
+    f"`{run.generator}` generator on {run.device} · perceptual "
     f"distance `{params.perceptual_net}` · probes on `{params.probe_dataset}/{params.probe_split}`."
 ))
 
@@ -126,7 +129,9 @@ plt.show()
 # ## The paper's Table 9 (reconstruction columns)
 #
 # LPIPS with three networks and per-channel colour MSE for the 14 ResNet-50 models, 3000
-# inversion steps at 224 px. Our perceptual distance is not LPIPS, so only orderings compare.
+# inversion steps at 224 px. With `perceptual_net=random-vgg` (the mini study's offline default) our
+# perceptual distance is not LPIPS, so only orderings compare; `lpips-alex`, `lpips-vgg` and
+# `lpips-squeeze` are the paper's three networks (the optional `lpips` extra, online on first use).
 
 # %% tags=["remove-input"]
 from ssl_lib.paper_tables import paper_table

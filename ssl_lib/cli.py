@@ -32,14 +32,35 @@ def _models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check(args: argparse.Namespace) -> int:
+    """Exit 0 when every checked dataset is present with its canonical sizes (or is a usable folder)."""
+    from .data import list_datasets
+    from .data._check import check_dataset
+
+    names = [args.check] if args.check else list_datasets(zoo=args.zoo or "paper")
+    ok_all = True
+    for name in names:
+        ok, lines = check_dataset(name, root=args.root)
+        ok_all &= ok
+        print("\n".join(lines))
+    if not args.check:
+        print("Also: --check <name> for one dataset, --check folder:<path> to describe your own tree.")
+    return 0 if ok_all else 1
+
+
 def _datasets(args: argparse.Namespace) -> int:
     from .data import get_dataset_spec, list_datasets
+
+    if args.check is not None:
+        return _check(args)
 
     print(f"{'dataset':<20} {'kind':<15} {'classes':>7}  {'metric':<15} {'splits':<16} paper analog")
     for name in list_datasets(zoo=args.zoo):
         s = get_dataset_spec(name)
         print(f"{name:<20} {s.kind:<15} {s.num_classes:>7}  {s.metric:<15} {'/'.join(s.splits):<16} {s.paper_analog}")
-    print("Also: folder:<path> with <path>/{train,[val,]test}/<class>/<image>.")
+    print("Also: folder:<path> with <path>/{train,[val,]test}/<class>/<image>, <path>/{train,val}/<class>/<image> "
+          "(val/ is the test split) or a flat <path>/<class>/<image> (few-shot only). "
+          "`--check [NAME]` reports what is on disk.")
     return 0
 
 
@@ -59,8 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="list the model zoos")
     p.add_argument("--zoo", choices=["mini", "paper"])
     p.set_defaults(func=_models)
-    p = sub.add_parser("datasets", help="list the datasets")
+    p = sub.add_parser("datasets", help="list the datasets, or check what is on disk")
     p.add_argument("--zoo", choices=["mini", "paper"])
+    p.add_argument("--check", nargs="?", const="", default=None, metavar="NAME",
+                   help="report each paper dataset on disk (or NAME, or folder:<path>): split sizes against the "
+                        "canonical ones, what is missing; for a folder, classes, images, skipped and unreadable files")
+    p.add_argument("--root", default=None, help="data root for --check (default $SSL_LIB_DATA or the cache)")
     p.set_defaults(func=_datasets)
     p = sub.add_parser("run", help="execute a study's notebooks into book/results")
     p.add_argument("study", help="params/<name>.yaml or a study name")

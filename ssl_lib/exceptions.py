@@ -12,6 +12,8 @@ __all__ = [
     "ChecksumError",
     "DataNotFoundError",
     "ConfigError",
+    "BadDataError",
+    "SplitSizeError",
 ]
 
 
@@ -40,3 +42,12 @@ class DataNotFoundError(SSLLibError, FileNotFoundError):
 
 class ConfigError(SSLLibError):
     """A study file or notebook parameter that is malformed."""
+
+
+class BadDataError(SSLLibError):
+    """Data on disk that cannot be used as it is: an unreadable image, a folder tree whose val/ or
+    test/ has a class that train/ lacks."""
+
+
+class SplitSizeError(BadDataError):
+    """A local copy of a paper dataset whose split sizes differ from the canonical ones."""

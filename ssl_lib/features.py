@@ -1,8 +1,10 @@
 """Batched feature extraction with an on-disk, content-addressed cache.
 
 The cache key covers everything that changes the features: the weights (a hash of the loaded
-state dict, not the model's name), the dataset's content fingerprint, the split, the transform
-and the layer. A second request with the same key reads ``features.npy`` and does no forward pass.
+state dict, not the model's name), the dataset's content fingerprint, the split, the transform,
+the layer and how the forward pass ran (device type, bf16 autocast on CUDA or fp32, the torch
+minor version: :func:`extraction_mode`). A second request with the same key reads
+``features.npy`` and does no forward pass.
 """
 
 from __future__ import annotations
@@ -21,11 +23,14 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from .data import eval_transform, get_dataset_spec, open_split, transform_cfg
+from .data import check_split_size, eval_transform, get_dataset_spec, open_split, transform_cfg
 from .models import FeatureModel
 from .paths import cache_dir
 
-__all__ = ["FORMAT_VERSION", "Features", "feature_cache_key", "extract_features", "get_features", "default_device"]
+__all__ = [
+    "FORMAT_VERSION", "Features", "feature_cache_key", "extraction_mode", "extract_features", "get_features",
+    "default_device",
+]
 
 FORMAT_VERSION = 1
 
@@ -43,9 +48,25 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def extraction_mode(device: torch.device | str | None = None) -> dict:
+    """How :func:`extract_features` runs on ``device``: CUDA under bf16 autocast with channels_last,
+    anything else in fp32. It enters the cache key (with torch's major.minor version, whose kernels
+    can change the low bits), so features computed one way are never served to a run of the other."""
+    device = torch.device(device) if device is not None else default_device()
+    on_cuda = device.type == "cuda"
+    return {
+        "device": device.type,
+        "autocast": "bfloat16" if on_cuda else "off",
+        "channels_last": on_cuda,
+        "torch": ".".join(torch.__version__.split("+")[0].split(".")[:2]),
+    }
+
+
 def feature_cache_key(
-    model: FeatureModel, dataset: str, split: str, layer: str = "pool", resize: str = "shorter"
+    model: FeatureModel, dataset: str, split: str, layer: str = "pool", resize: str = "shorter",
+    device: torch.device | str | None = None,
 ) -> str:
+    """The features' identity; ``device`` is the one extraction runs on (default: CUDA when present)."""
     spec = get_dataset_spec(dataset)
     payload = {
         "weights": model.weights_hash,
@@ -57,6 +78,7 @@ def feature_cache_key(
         "split": split,
         "transform": transform_cfg(model.cfg, resize),
         "layer": layer,
+        "mode": extraction_mode(device),
         "format": FORMAT_VERSION,
     }
     if (model.cfg.pooling, model.cfg.feature_layer, model.cfg.arch_kwargs) != ("avgpool", "layer4", {}):
@@ -77,11 +99,13 @@ def extract_features(
     desc: str = "features",
     progress: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Pooled features of every item in ``dataset``, in order; AMP and channels_last on CUDA."""
+    """Pooled features of every item in ``dataset``, in order, run as :func:`extraction_mode` says."""
     device = torch.device(device) if device is not None else default_device()
+    mode = extraction_mode(device)
     on_cuda = device.type == "cuda"
+    autocast = getattr(torch, mode["autocast"]) if mode["autocast"] != "off" else None
     model = model.to(device).eval()
-    if on_cuda:
+    if mode["channels_last"]:
         model = model.to(memory_format=torch.channels_last)
     loader = DataLoader(
         dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
@@ -90,9 +114,9 @@ def extract_features(
     feats, labels = [], []
     for images, targets in tqdm(loader, desc=desc, disable=not progress, leave=False, mininterval=1.0):
         images = images.to(device, non_blocking=True)
-        if on_cuda:
+        if mode["channels_last"]:
             images = images.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=on_cuda):
+        with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
             out = model(images)
         feats.append(out.float().cpu())
         labels.append(torch.as_tensor(targets))
@@ -141,16 +165,20 @@ def get_features(
     device: torch.device | str | None = None,
     progress: bool = True,
     resize: str = "shorter",
+    accept_sizes: bool = False,
 ) -> Features:
     """Features of one on-disk split, from the cache when the key matches.
 
-    ``resize`` picks the evaluation resize (:data:`ssl_lib.data.transforms.RESIZES`).
+    ``resize`` picks the evaluation resize (:data:`ssl_lib.data.transforms.RESIZES`). A paper
+    dataset's split size is checked against the canonical one, cached or not, unless ``accept_sizes``.
     """
-    key = feature_cache_key(model, dataset, split, resize=resize)
+    key = feature_cache_key(model, dataset, split, resize=resize, device=device)
     path = cache_dir("features") / key
     if use_cache and (hit := _read_cache(path, key)) is not None:
+        check_split_size(get_dataset_spec(dataset), split, len(hit.labels), accept=accept_sizes, where="(cached features)")
         return hit
-    data = open_split(dataset, split, transform=eval_transform(model.cfg, resize), root=root, download=download)
+    data = open_split(dataset, split, transform=eval_transform(model.cfg, resize), root=root, download=download,
+                      accept_sizes=accept_sizes)
     start = time.perf_counter()
     features, labels = extract_features(
         model, data, batch_size=batch_size, num_workers=num_workers, device=device,
@@ -158,6 +186,7 @@ def get_features(
     )
     seconds = time.perf_counter() - start
     if use_cache:
-        meta = {"model": model.cfg.qualified_name, "dataset": dataset, "split": split, "seconds": seconds}
+        meta = {"model": model.cfg.qualified_name, "dataset": dataset, "split": split, "seconds": seconds,
+                "mode": extraction_mode(device)}
         _write_cache(path, key, features, labels, meta)
     return Features(features, labels, key, from_cache=False, seconds=seconds)

@@ -40,6 +40,9 @@ def setup(namespace: dict, section: str):
             )
     values = {k: namespace[k] for k in declared if k in namespace}
     for f in dataclasses.fields(schema):
-        if f.name in values and f.type in ("int", "bool") and not isinstance(values[f.name], (int, bool)):
+        base = f.type.removesuffix(" | None")  # annotations are strings (from __future__ import annotations)
+        if f.name not in values or base not in ("int", "bool") or (values[f.name] is None and base != f.type):
+            continue
+        if not isinstance(values[f.name], (int, bool)):
             raise ConfigError(f"Parameter {f.name!r} must be {f.type}, got {values[f.name]!r}.")
     return schema(**values)

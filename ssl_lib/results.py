@@ -40,6 +40,7 @@ class ResultRow:
     n_train: int = 0
     n_val: int = 0
     n_eval: int = 0
+    data_check: str = ""  # the splits' sizes against the canonical ones ("" = none known), or the accepted mismatch
     # the adapter contract: how the model's features were read (ssl_lib.models.ModelCfg.adapter)
     arch: str = ""
     pooling: str = ""  # avgpool | cls_token | mean_patch_tokens | attention_pool ...

@@ -21,10 +21,12 @@ from ssl_lib.evaluate.dense import (
 )
 from ssl_lib.exceptions import ConfigError, DataNotFoundError
 from ssl_lib.models import build_arch, create_model
+from ssl_lib.notebook import setup
 from ssl_lib.paper_tables import paper_table
 from ssl_lib.paths import repo_root
 from ssl_lib.sections import SECTION_PARAMS
-from ssl_lib.sections.dense import DenseParams, run_dense_section
+from ssl_lib.sections.dense import DenseParams, dense_cfg, run_dense_section
+from ssl_lib.study import load_study
 
 # --------------------------------------------------------------------------------------------
 # Metrics
@@ -139,7 +141,33 @@ def test_frozen_backbone_is_bit_identical_after_training_and_end_to_end_is_not(s
     changed = end_to_end.model.encoder.backbone.state_dict()
     assert not end_to_end.extra["encoder_unchanged_after_training"] and end_to_end.extra["freeze"] is False
     assert any(not torch.equal(changed[k], v) for k, v in before.items())
+    # the weights themselves learn, not only batch-norm statistics (a FeatureModel's parameters do not require grad)
+    assert any(not torch.equal(p, before[k]) for k, p in end_to_end.model.encoder.backbone.named_parameters())
     assert all(torch.equal(supervised.backbone.state_dict()[k], v) for k, v in before.items())  # the model itself
+
+
+def test_paper_preset_trains_segmentation_end_to_end_and_freezes_normals_unless_forced():
+    # the paper's codes: CSAIL segmentation trains everything, the normals code freezes up to layer4
+    assert preset_cfg("paper", "segmentation").freeze is False and preset_cfg("paper", "normals").freeze is True
+    assert preset_cfg("mini", "segmentation").freeze and preset_cfg("mini", "normals").freeze
+    paper = load_study("paper")
+    by_preset = DenseParams(study="paper")
+    assert dense_cfg(by_preset, "segmentation", paper).freeze is False
+    assert dense_cfg(by_preset, "normals", paper).freeze is True
+    assert dense_cfg(DenseParams(study="paper", freeze=True), "segmentation", paper).freeze is True
+    assert dense_cfg(DenseParams(study="paper", freeze=False), "normals", paper).freeze is False
+    assert dense_cfg(DenseParams(), "segmentation").freeze is True  # mini
+    with pytest.raises(ConfigError, match="freeze must be True, False or None"):
+        dense_cfg(DenseParams(freeze="yes"), "normals")
+
+
+def test_notebook_setup_takes_none_for_the_presets_freeze_and_refuses_other_types():
+    assert setup({"freeze": None}, "dense").freeze is None
+    assert setup({"freeze": False, "iterations": None}, "dense").freeze is False
+    with pytest.raises(ConfigError, match="'freeze' must be bool \\| None"):
+        setup({"freeze": "yes"}, "dense")
+    with pytest.raises(ConfigError, match="'iterations' must be int \\| None"):
+        setup({"iterations": 2.5}, "dense")
 
 
 def test_segmentation_beats_predicting_the_majority_class(supervised):
@@ -153,7 +181,7 @@ def test_segmentation_beats_predicting_the_majority_class(supervised):
     assert result.examples["predictions"].shape == (4, 64, 64)
 
 
-def _colour_normals(split, *, root=None, download=False, image_size=None, n=None):
+def _colour_normals(split, *, root=None, download=False, image_size=None, full_resolution=False, n=None):
     """A learnable stand-in: the image *is* the normal map, (n + 1) / 2 as RGB."""
     normals = mini.load("mini-normals", split)["normals"][:n]
     return ArrayDenseDataset(np.round((normals + 1) / 2 * 255).astype(np.uint8), normals)
@@ -192,27 +220,64 @@ def test_training_is_deterministic(supervised):
 
 def test_fake_ade20k_tree_loads_with_the_label_shift(tmp_path, supervised):
     base = tmp_path / "ADEChallengeData2016"
+    labelled = 0
     for folder in ("training", "validation"):
         (base / "images" / folder).mkdir(parents=True)
         (base / "annotations" / folder).mkdir(parents=True)
-        for i in (1, 2):
-            Image.fromarray(np.full((10, 16, 3), 100 * i, np.uint8)).save(base / "images" / folder / f"ADE_{i}.jpg")
-            label = np.zeros((10, 16), np.uint8)
+        for i, (h, w) in zip((1, 2), ((10, 16), (12, 20))):  # sizes differ, as ADE20K's do
+            Image.fromarray(np.full((h, w, 3), 100 * i, np.uint8)).save(base / "images" / folder / f"ADE_{i}.jpg")
+            label = np.zeros((h, w), np.uint8)
             label[:, 8:] = 1
             label[0, :] = 150
+            label[-1, :3] = 0  # "other": ignored
             Image.fromarray(label).save(base / "annotations" / folder / f"ADE_{i}.png")
+            labelled += (label > 0).sum() if folder == "validation" else 0
     data = open_dense("ade20k", "test", root=tmp_path)
     image, target = data[0]
     assert image.shape == (3, 10, 16) and image.dtype == torch.uint8
     assert target.dtype == torch.int64 and target[5, 0] == -1 and target[5, 15] == 0 and target[0, 3] == 149
     image, target = open_dense("ade20k", "train", root=tmp_path, image_size=8)[0]
     assert image.shape == (3, 8, 8) and set(target.unique().tolist()) <= {-1, 0, 149}
+    image, target = open_dense("ade20k", "test", root=tmp_path, image_size=32, full_resolution=True)[1]
+    assert image.shape == (3, 32, 53) and target.shape == (12, 20)  # no crop; the label stays native
     with pytest.raises(DataNotFoundError, match="download=True"):
         open_dense("ade20k", "train", root=tmp_path / "empty")
-    # the paper preset's path: files through a DataLoader, encoder run every step (no cache)
+    # the paper preset's path: files through a DataLoader, the whole network trained (no cache)
     cfg = preset_cfg("paper", "segmentation", width=8, iterations=2, batch_size=2, image_size=32)
     result = run_dense_task(supervised, "ade20k", cfg, root=tmp_path, n_boot=0)
     assert result.n_test == 2 and not result.extra["cached_features"] and 0 <= result.metrics["seg_mean_iou"] <= 1
+    assert result.extra["freeze"] is False and not result.extra["encoder_unchanged_after_training"]
+    reference = supervised.backbone.state_dict()
+    assert any(not torch.equal(p, reference[k]) for k, p in result.model.encoder.backbone.named_parameters())
+    assert result.extra["scored_pixels"] == labelled  # every labelled pixel of both native-size labels
+    assert [e.shape for e in result.examples["targets"]] == [(10, 16), (12, 20)]
+    assert [e.shape[:2] for e in result.examples["images"]] == [(10, 16), (12, 20)]
+
+
+def test_nyuv2_test_images_are_scored_uncropped_at_native_size(tmp_path, supervised):
+    """640 x 480 test images: every valid pixel is scored (a centre crop kept 480 x 480 of them)."""
+    rng = np.random.default_rng(0)
+    valid = 0
+    for split in ("train", "test"):
+        base = tmp_path / "nyuv2" / split
+        for sub in ("rgb", "normals", "mask"):
+            (base / sub).mkdir(parents=True)
+        for i in range(2):
+            normals = rng.normal(size=(480, 640, 3))
+            normals[..., 2] = np.abs(normals[..., 2]) + 0.5
+            normals /= np.linalg.norm(normals, axis=-1, keepdims=True)
+            mask = np.where(rng.random((480, 640)) < 0.1, 0, 255).astype(np.uint8)
+            valid += (mask > 0).sum() if split == "test" else 0
+            Image.fromarray(rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)).save(base / "rgb" / f"{i:04d}.png")
+            Image.fromarray(np.round((normals + 1) / 2 * 255).astype(np.uint8)).save(base / "normals" / f"{i:04d}.png")
+            Image.fromarray(mask).save(base / "mask" / f"{i:04d}.png")
+    image, target = open_dense("nyuv2", "test", root=tmp_path, image_size=64, full_resolution=True)[0]
+    assert image.shape == (3, 64, 85) and target.shape == (3, 480, 640)
+    cfg = preset_cfg("paper", "normals", width=8, iterations=2, image_size=64, kmeans_pixels=2000)
+    result = run_dense_task(supervised, "nyuv2", cfg, root=tmp_path, n_boot=0)
+    assert result.extra["freeze"] is True and result.extra["encoder_unchanged_after_training"]
+    assert result.extra["scored_pixels"] == valid
+    assert result.examples["errors"].shape == (2, 480, 640) and np.isfinite(result.examples["errors"]).sum() == valid
 
 
 def test_fake_nyuv2_tree_decodes_normals_and_mask(tmp_path):
@@ -255,6 +320,7 @@ def test_section_rows_carry_the_table5_metric_names(colour_normals, tmp_path):
     assert (rows.section == "dense").all() and (rows.selected_on == "none: fixed schedule").all()
     extra = json.loads(nrm.extra.iloc[0])
     assert extra["weights_check"]["passed"] and extra["iterations"] == 20 and extra["freeze"] is True
+    assert extra["freeze_set_by"] == "preset" and extra["scored_pixels"] == 160 * 64 * 64
     assert json.loads(seg.protocol_params.iloc[0])["decoder"] == "upernet"
     assert np.isnan(nrm.set_index("metric").ci_low["sn_median_err"]) and not seg.ci_low.isna().any()
     assert len(pd.read_csv(results)) == 7

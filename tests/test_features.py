@@ -93,6 +93,37 @@ def test_resnet_cache_keys_are_unchanged_by_the_adapter_fields(model):
 
     payload = {"weights": model.weights_hash, "arch": model.cfg.arch, "mean": list(model.cfg.mean),
                "std": list(model.cfg.std), "dataset": "mini-digits", "data": get_dataset_spec("mini-digits").fingerprint,
-               "split": "val", "transform": transform_cfg(model.cfg), "layer": "pool", "format": F.FORMAT_VERSION}
+               "split": "val", "transform": transform_cfg(model.cfg), "layer": "pool",
+               "mode": F.extraction_mode("cpu"), "format": F.FORMAT_VERSION}
     expected = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
-    assert F.feature_cache_key(model, "mini-digits", "val") == expected
+    assert F.feature_cache_key(model, "mini-digits", "val", device="cpu") == expected
+
+
+def test_cache_key_separates_cuda_bf16_from_cpu_fp32_and_torch_minor_versions(model, monkeypatch):
+    """CUDA extraction runs under bf16 autocast: its features must never be served to a CPU fp32 run."""
+    cpu = F.feature_cache_key(model, "mini-digits", "val", device="cpu")
+    assert cpu != F.feature_cache_key(model, "mini-digits", "val", device="cuda")
+    assert F.feature_cache_key(model, "mini-digits", "val", device="cuda:1") == F.feature_cache_key(
+        model, "mini-digits", "val", device="cuda")  # the device's index does not change the features
+    assert F.extraction_mode("cuda")["autocast"] == "bfloat16" and F.extraction_mode("cpu")["autocast"] == "off"
+    monkeypatch.setattr(torch, "__version__", "9.7.1+cpu")
+    other_minor = F.feature_cache_key(model, "mini-digits", "val", device="cpu")
+    monkeypatch.setattr(torch, "__version__", "9.7.3")
+    assert other_minor != cpu and F.feature_cache_key(model, "mini-digits", "val", device="cpu") == other_minor
+
+
+def test_extraction_runs_in_the_mode_its_cache_key_names(model, tmp_path, monkeypatch):
+    monkeypatch.setenv("SSL_LIB_CACHE", str(tmp_path))
+    seen = []
+    real = torch.autocast
+
+    def spy(device_type, dtype=None, enabled=True, **kwargs):
+        seen.append((device_type, dtype, enabled))
+        return real(device_type, dtype=dtype, enabled=enabled, **kwargs)
+
+    monkeypatch.setattr(torch, "autocast", spy)
+    got = F.get_features(model, "mini-digits", "val", device="cpu", progress=False)
+    assert got.key == F.feature_cache_key(model, "mini-digits", "val", device="cpu")
+    assert seen and all(s[0] == "cpu" and not s[2] for s in seen)  # fp32 on CPU, as the key says
+    manifest = (F.cache_dir("features") / got.key / "manifest.json").read_text()
+    assert '"autocast": "off"' in manifest

@@ -4,7 +4,8 @@ Each builder writes a few 8x8 images plus the real annotation/split files (Aircr
 ``images_variant_*.txt``, Flowers' ``.mat`` files, CIFAR's pickled batches, ...) and returns the
 expected ``{split: (labels, class count)}``; every split is then opened through ``open_split``.
 Torchvision checks md5 sums for CIFAR and Flowers: there (only) its ``check_integrity`` is
-replaced by an existence check.
+replaced by an existence check. Stand-ins are far smaller than the canonical splits, so they are
+opened with ``accept_sizes=True``; the size check itself is tested on them below.
 """
 
 import json
@@ -19,7 +20,7 @@ from PIL import Image
 from ssl_lib.data import eval_transform, get_dataset_spec, list_datasets, open_split
 from ssl_lib.data._cdfsl import CHESTX_CLASSES
 from ssl_lib.data._paper import PAPER_DATA, VOC_CLASSES
-from ssl_lib.exceptions import DataNotFoundError, UnknownNameError
+from ssl_lib.exceptions import ConfigError, DataNotFoundError, SplitSizeError, UnknownNameError
 from ssl_lib.models import get_model_cfg
 
 PAPER_DATASETS = [
@@ -118,10 +119,10 @@ def _cifar100(root):
     return {"train": ([99, 3, 3, 50], 100), "test": ([7, 99], 100)}
 
 
-def _dtd(root):
+def _dtd(root, repeat=1):
     base = root / "dtd" / "dtd"
     classes = ["banded", "zigzagged"]
-    splits = {"train": [0, 1, 1], "val": [0, 1], "test": [1, 0]}
+    splits = {"train": [0, 1, 1] * repeat, "val": [0, 1] * repeat, "test": [1, 0] * repeat}
     n = 0
     for split, labels in splits.items():
         lines = []
@@ -308,7 +309,7 @@ def test_every_paper_dataset_has_a_stand_in_and_the_papers_card():
 def test_stand_in_splits_open_with_the_right_labels(name, tmp_path):
     expected = BUILDERS[name](tmp_path)
     for split, (labels, n_classes) in expected.items():
-        data = open_split(name, split, root=tmp_path)
+        data = open_split(name, split, root=tmp_path, accept_sizes=True)
         assert len(data) == len(labels), (name, split)
         got = [data[i][1] for i in range(len(data))]
         if name == "voc2007":
@@ -334,7 +335,7 @@ def test_loaders_apply_the_transform_and_chestx_is_resized_like_cdfsl(tmp_path):
 
 def test_caltech_keeps_the_papers_repeated_train_lines(tmp_path):
     _caltech101(tmp_path)
-    train = open_split("caltech101", "train", root=tmp_path)
+    train = open_split("caltech101", "train", root=tmp_path, accept_sizes=True)
     assert train.files[:2] == ["BACKGROUND_Google/image_0001.jpg"] * 2
     assert train.classes == ["BACKGROUND_Google", "Faces", "accordion"]
 
@@ -363,3 +364,139 @@ def test_half_present_datasets_name_the_missing_manual_part(tmp_path):
         open_split("sun397", "test", root=tmp_path)
     with pytest.raises(UnknownNameError, match="Known split of sun397s: train, test"):
         open_split("sun397", "val", root=tmp_path)
+
+
+CANONICAL_SIZES = {  # reference/paper.md §2 and torchvision's dataset docs
+    "aircraft": {"train": 3334, "val": 3333, "test": 3333},
+    "caltech101": {"train": 3060, "test": 6728},  # the paper's list: 3060 lines, 2416 unique images
+    "cars": {"train": 8144, "test": 8041},
+    "cifar10": {"train": 50000, "test": 10000},
+    "cifar100": {"train": 50000, "test": 10000},
+    "dtd": {"train": 1880, "val": 1880, "test": 1880},
+    "flowers": {"train": 1020, "val": 1020, "test": 6149},
+    "food": {"train": 75750, "test": 25250},
+    "pets": {"train": 3680, "test": 3669},
+    "sun397": {"train": 19850, "test": 19850},
+    "voc2007": {"train": 2501, "val": 2510, "test": 4952},
+    "imagenet-val": {"val": 50000},
+    "eurosat": {"all": 27000},
+    "isic": {"all": 10015},
+    "cropdiseases": {},  # not known for sure: not checked
+    "chestx": {},
+}
+
+
+def test_every_paper_card_carries_its_canonical_split_sizes():
+    assert sorted(CANONICAL_SIZES) == sorted(PAPER_DATASETS)
+    for name, sizes in CANONICAL_SIZES.items():
+        spec = get_dataset_spec(name)
+        assert dict(spec.split_sizes) == sizes, name
+        assert set(sizes) <= set(spec.splits), name
+        assert bool(spec.size_hint) == bool(sizes), name
+
+
+@pytest.mark.parametrize("name", [n for n, sizes in CANONICAL_SIZES.items() if sizes])
+def test_a_copy_with_other_split_sizes_stops_with_expected_vs_found(name, tmp_path):
+    expected = BUILDERS[name](tmp_path)
+    split = next(iter(expected))
+    with pytest.raises(SplitSizeError) as info:
+        open_split(name, split, root=tmp_path)
+    message = str(info.value)
+    found, canonical = len(expected[split][0]), CANONICAL_SIZES[name][split]
+    assert "\n" not in message and f"has {found} images" in message and f"canonical split has {canonical}" in message
+    assert get_dataset_spec(name).size_hint in message and f"accept_split_sizes {name}" in message
+
+
+def test_the_size_message_names_the_likely_wrong_list_or_mirror(tmp_path):
+    _caltech101(tmp_path)
+    with pytest.raises(SplitSizeError, match=r"2416 lines is the 2023 de-duplicated list \(ssl-transfer 416913f\)"):
+        open_split("caltech101", "train", root=tmp_path)
+    _cars(tmp_path)
+    with pytest.raises(SplitSizeError, match=r"mirror .* 8143/8040"):
+        open_split("cars", "test", root=tmp_path)
+
+
+def test_cached_features_of_a_copy_are_checked_too(tmp_path, monkeypatch, random_mini_model):
+    from ssl_lib.features import get_features
+
+    monkeypatch.setenv("SSL_LIB_CACHE", str(tmp_path / "cache"))
+    _dtd(tmp_path)
+    first = get_features(random_mini_model, "dtd", "val", root=tmp_path, accept_sizes=True, progress=False)
+    with pytest.raises(SplitSizeError, match="cached features"):
+        get_features(random_mini_model, "dtd", "val", root=tmp_path, progress=False)
+    again = get_features(random_mini_model, "dtd", "val", root=tmp_path, accept_sizes=True, progress=False)
+    assert again.from_cache and again.key == first.key
+
+
+def _dtd_study(tmp_path, model_spec):
+    import yaml
+
+    study = tmp_path / "study.yaml"
+    study.write_text(yaml.safe_dump({"name": "t", "zoo": "mini", "models": [model_spec],
+                                     "sections": {"linear": {"datasets": ["dtd"]}}}))
+    return str(study)
+
+
+def test_accepting_a_mismatch_is_a_parameter_recorded_in_the_rows(tmp_path, monkeypatch, random_mini_spec):
+    from ssl_lib.results import read_results
+    from ssl_lib.sections import linear
+
+    monkeypatch.setenv("SSL_LIB_CACHE", str(tmp_path / "cache"))
+    _dtd(tmp_path, repeat=3)  # calibration's 5 folds need 5 test images
+    base = dict(study=_dtd_study(tmp_path, random_mini_spec), model=random_mini_spec, n_boot=0,
+                data_root=str(tmp_path), results_path=str(tmp_path / "results.csv"))
+    monkeypatch.setattr(linear, "create_model", lambda *a, **k: pytest.fail("the check must come before any work"))
+    with pytest.raises(SplitSizeError, match="'dtd' split 'train'"):
+        linear.run_linear_section(linear.LinearParams(**base))
+    monkeypatch.undo()
+    monkeypatch.setenv("SSL_LIB_CACHE", str(tmp_path / "cache"))
+    run = linear.run_linear_section(linear.LinearParams(**base, accept_split_sizes="dtd"))
+    note = "accepted size mismatch: train 9 (canonical 1880), val 6 (canonical 1880), test 6 (canonical 1880)"
+    assert set(run.rows.data_check) == {note}
+    assert set(read_results(tmp_path / "results.csv").data_check) == {note}  # every row, calibration rows too
+
+
+def test_accept_split_sizes_names_are_checked(tmp_path):
+    from ssl_lib.data import parse_accepted
+
+    assert parse_accepted("cars, caltech101") == {"cars", "caltech101"}
+    with pytest.raises(UnknownNameError, match="Did you mean 'cars'"):
+        parse_accepted("crs")
+    with pytest.raises(ConfigError, match="no canonical split sizes"):
+        parse_accepted("mini-digits")
+
+
+def test_datasets_check_reports_each_dataset_on_disk(tmp_path, capsys):
+    from ssl_lib.cli import main
+
+    _cars(tmp_path)
+    _chestx(tmp_path)
+    assert main(["datasets", "--check", "cars", "--root", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "cars: SIZE MISMATCH" in out and "train 3 (canonical 8144), test 3 (canonical 8041)" in out
+    assert "mirror" in out
+    assert main(["datasets", "--check", "chestx", "--root", str(tmp_path)]) == 0
+    assert "chestx: present" in capsys.readouterr().out
+    assert main(["datasets", "--check", "--root", str(tmp_path)]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert {line.split(":")[0] for line in lines if not line.startswith("Also")} == set(PAPER_DATASETS)
+    sun = next(line for line in lines if line.startswith("sun397:"))
+    assert sun.startswith("sun397: missing: ") and str(tmp_path / "SUN397") in sun
+
+
+def test_fine_tune_and_the_study_level_pages_check_sizes_too(tmp_path, monkeypatch, random_mini_model,
+                                                           random_mini_spec):
+    from ssl_lib.evaluate.finetune import FinetuneCfg, run_finetune
+    from ssl_lib.sections._common import study_images
+    from ssl_lib.study import load_study
+
+    _dtd(tmp_path)
+    _imagenet_val(tmp_path)
+    cfg = FinetuneCfg(steps=1, batch_size=2, lrs=(0.1,), wds=(0.0,))
+    with pytest.raises(SplitSizeError, match="'dtd'"):
+        run_finetune(random_mini_model, "dtd", cfg, n_boot=0, root=tmp_path)
+    study = load_study(_dtd_study(tmp_path, random_mini_spec))
+    monkeypatch.setenv("SSL_LIB_DATA", str(tmp_path))  # the study-level pages read the default data root
+    with pytest.raises(SplitSizeError, match="'imagenet-val'"):
+        study_images(study, "imagenet-val", "val", 2, seed=0)
+    assert study_images(study, "imagenet-val", "val", 2, seed=0, accept_sizes=True).shape[0] == 2

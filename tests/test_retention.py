@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -5,7 +7,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import ssl_lib.evaluate.retention as R
-from ssl_lib.exceptions import ConfigError
+import ssl_lib.sections.retention as S
+from ssl_lib.exceptions import ConfigError, UnknownNameError
 from ssl_lib.models import FeatureModel, ModelCfg, build_arch
 
 TINY = dict(channels=(8, 16), kernel_sizes=(3, 3), input_depth=8)
@@ -123,23 +126,6 @@ def test_float_images_outside_unit_range_are_refused():
         R.colour_mse(torch.full((3, 4, 4), 200.0), torch.zeros(3, 4, 4))
 
 
-def test_perceptual_distance_is_zero_symmetric_and_monotone():
-    x = _images(2)
-    g = torch.Generator().manual_seed(0)
-    noise = torch.randn(x.shape, generator=g)
-    mild, strong = (x + 0.05 * noise).clamp(0, 1), (x + 0.3 * noise).clamp(0, 1)
-    np.testing.assert_array_equal(R.perceptual_distance(x, x), [0, 0])
-    np.testing.assert_allclose(R.perceptual_distance(x, mild), R.perceptual_distance(mild, x), rtol=1e-5)
-    assert np.all(R.perceptual_distance(x, mild) < R.perceptual_distance(x, strong))
-    fresh = R.RandomPerceptualDistance(seed=0)  # same seed, same network
-    np.testing.assert_allclose(R.perceptual_distance(x, strong, net=fresh), R.perceptual_distance(x, strong))
-
-
-def test_unknown_perceptual_net_names_the_known_ones():
-    with pytest.raises(KeyError, match="random-vgg"):
-        R.perceptual_distance(_images(1), _images(1), net="lpisp-alex")
-
-
 def test_retention_table_columns(mini):
     x = (_images(2) * 255).to(torch.uint8)
     table, recon = R.retention_table(mini, x, steps=2, generator=lambda: R.SkipGenerator(**TINY))
@@ -204,3 +190,66 @@ def test_study_level_pages_read_datasets_on_disk_at_the_zoos_size(tmp_path, rand
     run = run_retention(RetentionParams(study=str(study_file), steps=3, probe_dataset=dataset, n_probe=12))
     assert run.images.shape == (1, 3, 32, 32)
     assert len(run.probes) == 6 and run.probes.r2.notna().all()  # mean R/G/B, saturation, centroid x/y
+
+
+def _levels(net: R.SkipGenerator):
+    level = net.body
+    while level is not None:
+        yield level
+        level = level.deeper
+
+
+def test_paper_generator_has_the_papers_channels_and_kernels():
+    """jonahanton/SSL_medicalimaging's DIP skip net: channels 16-128, kernels 7-3, skip 4, depth-32 noise."""
+    net = R.GENERATORS.get("paper")()
+    levels = list(_levels(net))
+    assert tuple(lv.down[0][0].out_channels for lv in levels) == (16, 32, 64, 128, 128, 128)
+    assert tuple(lv.down[0][0].kernel_size[0] for lv in levels) == (7, 7, 5, 5, 3, 3)
+    assert {lv.skip[0].out_channels for lv in levels} == {4} and net.body.skip[0].in_channels == 32
+    assert net.noise(224, 224, generator=torch.Generator().manual_seed(0)).shape == (1, 32, 256, 256)  # cropped to 224
+    assert net.noise(32, 32, generator=torch.Generator()).shape == (1, 32, 128, 128)  # a 2x2 bottleneck at least
+    assert len(list(_levels(R.GENERATORS.get("mini")()))) == 3
+    assert S.generator_name(S.RetentionParams(), "paper") == "paper"  # by zoo
+    assert S.generator_name(S.RetentionParams(), "mini") == "mini"
+    assert S.generator_name(S.RetentionParams(generator="mini"), "paper") == "mini"
+    with pytest.raises(UnknownNameError, match="paper"):
+        S.generator_name(S.RetentionParams(generator="papr"), "paper")
+
+
+def test_run_device_is_the_parameter_else_cuda_when_present(monkeypatch):
+    assert S.run_device(S.RetentionParams(device="cpu")) == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert S.run_device(S.RetentionParams()) == "cuda" and S.run_device(S.RetentionParams(device="cpu")) == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert S.run_device(S.RetentionParams()) == "cpu"
+
+
+def test_section_passes_its_generator_and_device(tmp_path, random_mini_spec, monkeypatch):
+    import yaml
+
+    dataset = _folder_dataset(tmp_path / "data")
+    study_file = tmp_path / "study.yaml"
+    study_file.write_text(yaml.safe_dump({"name": "disk", "zoo": "mini", "models": [random_mini_spec],
+                                          "sections": {"retention": {"datasets": [dataset]}}}))
+    seen = {}
+
+    def create_model(spec, **kwargs):
+        seen["device"] = kwargs.get("device")
+        return real_create(spec, **kwargs)
+
+    def retention_table(model, images, **kwargs):
+        seen["generator"], seen["model_device"] = kwargs.get("generator"), R._device_of(model)
+        return real_table(model, images, **kwargs)
+
+    real_create, real_table = S.create_model, S.retention_table
+    monkeypatch.setattr(S, "create_model", create_model)
+    monkeypatch.setattr(S, "retention_table", retention_table)
+    run = S.run_retention(S.RetentionParams(study=str(study_file), steps=1, generator="paper", device="cpu",
+                                            probe_dataset=dataset, n_probe=12, results_path=str(tmp_path / "r.csv")))
+    assert seen["device"] == "cpu" and seen["model_device"] == torch.device("cpu")
+    assert seen["generator"] is R.GENERATORS.get("paper") and run.generator == "paper" and run.device == "cpu"
+    import pandas as pd
+
+    rows = pd.read_csv(tmp_path / "r.csv")
+    assert {json.loads(p)["generator"] for p in rows.protocol_params} == {"paper"}
+    assert rows.device.str.startswith("cpu").all()

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import fnmatch
 from functools import cache
+from pathlib import Path
 
 from .._registry import unknown_name_message
 from ..exceptions import UnknownNameError
-from ._spec import VAL_FRACTION, ArrayDataset, DatasetSpec, carve_validation
+from ._spec import VAL_FRACTION, ArrayDataset, DatasetSpec, carve_validation, split_roles
+from ._sizes import check_split_size, parse_accepted, size_note
 from .transforms import eval_transform, transform_cfg
 
 __all__ = [
-    "ArrayDataset", "DatasetSpec", "VAL_FRACTION", "carve_validation", "eval_transform",
-    "get_dataset_spec", "list_datasets", "open_split", "transform_cfg",
+    "ArrayDataset", "DatasetSpec", "VAL_FRACTION", "carve_validation", "check_split_size", "eval_transform",
+    "get_dataset_spec", "list_datasets", "open_split", "parse_accepted", "size_note", "split_roles", "transform_cfg",
 ]
 
 
@@ -44,9 +46,19 @@ def get_dataset_spec(name: str) -> DatasetSpec:
     return specs[name]
 
 
-def open_split(name: str, split: str, *, transform=None, root=None, download: bool = False):
-    """A torch Dataset of ``(image, label)`` for one on-disk split of ``name``."""
+def open_split(name: str, split: str, *, transform=None, root=None, download: bool = False,
+               accept_sizes: bool = False):
+    """A torch Dataset of ``(image, label)`` for one on-disk split of ``name``.
+
+    A paper dataset whose split has another image count than the canonical one raises
+    :class:`~ssl_lib.exceptions.SplitSizeError` unless ``accept_sizes`` (see :mod:`._sizes`).
+    """
     spec = get_dataset_spec(name)
     if split not in spec.splits:
         raise UnknownNameError(unknown_name_message(f"split of {name}", split, list(spec.splits)))
-    return spec.open(split, transform=transform, root=root, download=download)
+    data = spec.open(split, transform=transform, root=root, download=download)
+    if spec.split_sizes:
+        from ..paths import data_dir
+
+        check_split_size(spec, split, len(data), accept=accept_sizes, where=str(Path(root).expanduser() if root else data_dir()))
+    return data

@@ -4,7 +4,10 @@ Few-shot episodes draw from every image, so each dataset has a single split, ``a
 follow the CD-FSL loaders: CropDiseases and EuroSAT are image folders (classes sorted); ISIC
 takes the one-hot ground-truth column; ChestX keeps single-label images of 7 findings ("No
 Finding" and Pneumonia excluded) and resizes them to 256x256 on load, as CD-FSL does.
-Only EuroSAT can be downloaded by torchvision; the others say where to get them.
+Only EuroSAT can be downloaded by torchvision; the others say where to get them. Canonical sizes
+are set where known for sure (EuroSAT RGB 27000, ISIC 2018 task 3 training 10015); CropDiseases'
+Kaggle train folder and the CD-FSL ChestX selection have none here (their counts are not
+documented in a source we checked), so their copies are not checked.
 """
 
 from __future__ import annotations
@@ -101,10 +104,15 @@ for _name, _entry in {
         manual=("Manual download from https://www.kaggle.com/saroz014/plant-disease (CD-FSL's 'Plant Disease'): "
                 f"put its 38 train class folders in {_ROOT_HINT}/CropDiseases/dataset/train/."),
     ),
-    "eurosat": PaperData(_eurosat, 10, "top1", _SPLITS, "CD-FSL EuroSAT (RGB), 10 classes.", "eurosat/2750"),
+    "eurosat": PaperData(_eurosat, 10, "top1", _SPLITS, "CD-FSL EuroSAT (RGB), 10 classes.", "eurosat/2750",
+                         sizes=(("all", 27000),),
+                         size_hint=("the copy is not the RGB release (EuroSAT.zip, 2750/<class>/*.jpg), e.g. the 13-band "
+                                    "EuroSATallBands.")),
     "isic": PaperData(
         _isic, 7, "top1", _SPLITS, "CD-FSL ISIC 2018 task 3 training set, 7 classes.", "ISIC",
-        torchvision_download=False,
+        torchvision_download=False, sizes=(("all", 10015),),
+        size_hint=("the ground-truth csv is not ISIC2018_Task3_Training_GroundTruth.csv (10015 rows; the task 3 "
+                   "training set, HAM10000), e.g. the validation or test set's."),
         manual=("Manual download (ISIC 2018 task 3 training input and ground truth) from "
                 f"https://challenge.isic-archive.com/data/#2018: put ISIC2018_Task3_Training_Input/ and "
                 f"ISIC2018_Task3_Training_GroundTruth/ in {_ROOT_HINT}/ISIC/."),

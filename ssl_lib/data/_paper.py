@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
@@ -27,12 +27,12 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from .._registry import Registry
-from ..exceptions import ConfigError, DataNotFoundError
+from ..exceptions import BadDataError, ConfigError, DataNotFoundError
 from ._spec import DatasetSpec
 
 __all__ = [
     "PAPER_DATA", "PaperData", "paper_specs", "VOC_CLASSES", "FileListDataset", "VOC2007Classification",
-    "CALTECH_SPLITS_URL", "SUN397_PARTITIONS_URL", "LOADER_VERSION",
+    "CALTECH_SPLITS_URL", "SUN397_PARTITIONS_URL", "LOADER_VERSION", "SPLIT_SIZES",
 ]
 
 LOADER_VERSION = 2  # enters the feature-cache fingerprint: bump when a loader's labels or order change
@@ -54,7 +54,9 @@ class PaperData:
 
     ``open(split, root, transform, download)`` returns a torch ``Dataset`` of (image, label).
     ``torchvision_download``: ``download=True`` fetches (part of) it. ``manual``: the steps for
-    what torchvision cannot fetch ('' when it fetches everything).
+    what torchvision cannot fetch ('' when it fetches everything). ``sizes``: the canonical image
+    count of each split (empty where not known for sure); ``size_hint``: what is likely wrong
+    with a copy whose counts differ.
     """
 
     open: Callable[[str, Path, Callable | None, bool], Dataset]
@@ -66,6 +68,8 @@ class PaperData:
     torchvision_download: bool = True
     manual: str = ""
     kind: str = "classification"
+    sizes: tuple[tuple[str, int], ...] = ()
+    size_hint: str = ""
 
 
 PAPER_DATA: Registry[PaperData] = Registry("paper dataset")
@@ -91,7 +95,14 @@ class FileListDataset(Dataset):
         return len(self.files)
 
     def __getitem__(self, index: int):
-        image = self.loader(self.root / self.files[index])
+        path = self.root / self.files[index]
+        try:
+            image = self.loader(path)
+        except (OSError, SyntaxError, ValueError) as err:  # PIL: unidentified, truncated, broken PNG
+            raise BadDataError(
+                f"Cannot read image {path}: {(str(err).splitlines() or [type(err).__name__])[0]}. Remove or replace it "
+                "(for a folder: tree, `python -m ssl_lib datasets --check folder:<path>` lists every unreadable file)."
+            ) from None
         if self.transform is not None:
             image = self.transform(image)
         return image, self.labels[index]
@@ -224,6 +235,37 @@ _IMAGENET_MANUAL = (
 )
 _SUN_MANUAL = f"The partition files are a manual download: unzip {SUN397_PARTITIONS_URL} into <root>/SUN397/."
 
+# Canonical split sizes (reference/paper.md §2.1 and torchvision's dataset docs) and, for a copy
+# whose counts differ, what is most likely wrong with it.
+SPLIT_SIZES: dict[str, tuple[dict[str, int], str]] = {
+    "aircraft": ({"train": 3334, "val": 3333, "test": 3333},
+                 "the split lists are not the fgvc-aircraft-2013b release's images_variant_{train,val,test}.txt (torchvision "
+                 "downloads that release)."),
+    "caltech101": ({"train": 3060, "test": 6728},
+                   "the split lists: a train list of 2416 lines is the 2023 de-duplicated list (ssl-transfer 416913f); the paper's "
+                   f"numbers used the original 3060-line list with repeats: {CALTECH_SPLITS_URL}."),
+    "cars": ({"train": 8144, "test": 8041},
+             "a mirror of the offline Stanford site that lacks images (copies with 8143/8040 circulate); use the "
+             "devkit's cars_train_annos.mat and cars_test_annos_withlabels.mat with the full cars_train/ and cars_test/."),
+    "cifar10": ({"train": 50000, "test": 10000}, "the copy is not the python version from cs.toronto.edu; re-download with download=True."),
+    "cifar100": ({"train": 50000, "test": 10000}, "the copy is not the python version from cs.toronto.edu; re-download with download=True."),
+    "dtd": ({"train": 1880, "val": 1880, "test": 1880},
+            "the lists are not partition 1 (labels/train1.txt, val1.txt, test1.txt) of dtd-r1.0.1; re-download with "
+            "download=True."),
+    "flowers": ({"train": 1020, "val": 1020, "test": 6149},
+                "setid.mat is not the Oxford VGG release's (trnid/valid/tstid); re-download with download=True."),
+    "food": ({"train": 75750, "test": 25250},
+             "meta/train.json and meta/test.json are not the ETHZ food-101 release's; re-download with download=True."),
+    "pets": ({"train": 3680, "test": 3669},
+             "annotations/trainval.txt and test.txt are not the Oxford-IIIT Pet release's; re-download with download=True."),
+    "sun397": ({"train": 19850, "test": 19850},
+               f"the lists are not partition 01 (Training_01.txt / Testing_01.txt, 50 images per class) of "
+               f"{SUN397_PARTITIONS_URL}."),
+    "voc2007": ({"train": 2501, "val": 2510, "test": 4952},
+                "ImageSets/Main is not VOC2007's (VOCtrainval_06-Nov-2007 and VOCtest_06-Nov-2007), e.g. VOC2012's lists."),
+    "imagenet-val": ({"val": 50000}, "the folder is not the ILSVRC-2012 validation set (50 images for each of 1000 classes)."),
+}
+
 for _name, _entry in {
     "aircraft": PaperData(partial(_tv, tvd.FGVCAircraft, _split_kw("train", "val", "test"), annotation_level="variant"),
                           100, "mean_per_class", ("train", "val", "test"),
@@ -255,7 +297,7 @@ for _name, _entry in {
                          "Pascal VOC2007 classification, 20 binary classifiers (flag 1 positive).", "VOCdevkit/VOC2007",
                          kind="multilabel"),
 }.items():
-    PAPER_DATA.add(_name, _entry)
+    PAPER_DATA.add(_name, replace(_entry, sizes=tuple(SPLIT_SIZES[_name][0].items()), size_hint=SPLIT_SIZES[_name][1]))
 
 
 def _instruction(entry: PaperData, download: bool) -> str:
@@ -297,7 +339,7 @@ def paper_specs() -> dict[str, DatasetSpec]:
             name=name, zoo="paper", kind=entry.kind, num_classes=entry.num_classes, metric=entry.metric,
             splits=entry.splits, open=partial(open_paper_split, name),
             description=f"{entry.description} Under <data root>/{entry.where}.", paper_analog=name,
-            fingerprint=f"paper:{name}:loader-v{LOADER_VERSION}",
+            fingerprint=f"paper:{name}:loader-v{LOADER_VERSION}", split_sizes=entry.sizes, size_hint=entry.size_hint,
         )
         for name, entry in PAPER_DATA.items()
     }

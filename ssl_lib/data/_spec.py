@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-__all__ = ["DatasetSpec", "ArrayDataset", "METRICS", "VAL_FRACTION", "carve_validation"]
+__all__ = ["DatasetSpec", "ArrayDataset", "METRICS", "VAL_FRACTION", "carve_validation", "split_roles"]
 
 METRICS = ("top1", "mean_per_class", "map11")
 VAL_FRACTION = 0.2
@@ -22,6 +22,9 @@ class DatasetSpec:
     ``splits`` are the splits that exist on disk. When ``"val"`` is not among them, validation is
     the paper's carve: a seeded 20% of ``train`` (see :func:`carve_validation`).
     ``open`` builds a torch ``Dataset`` of ``(image, label)`` for one split given a transform.
+    ``layout`` says which files play which role when that is not the split names' plain meaning
+    (a ``folder:`` tree); ``split_sizes`` are the canonical image counts of a paper dataset's
+    splits, and ``size_hint`` what is likely wrong with a copy whose counts differ.
     """
 
     name: str
@@ -33,7 +36,10 @@ class DatasetSpec:
     open: Callable[..., Dataset]
     description: str = ""
     paper_analog: str = ""
-    fingerprint: str = ""  # identifies the data content (generator version and seed, or file list)
+    fingerprint: str = ""  # identifies the data content (generator version and seed, or files' sizes and mtimes)
+    layout: str = ""
+    split_sizes: tuple[tuple[str, int], ...] = ()
+    size_hint: str = ""
 
     @property
     def has_official_val(self) -> bool:
@@ -42,6 +48,18 @@ class DatasetSpec:
     @property
     def multilabel(self) -> bool:
         return self.kind == "multilabel"
+
+
+def split_roles(spec: DatasetSpec) -> str:
+    """One line for a page: which split plays train, validation and test."""
+    if spec.layout:
+        return spec.layout
+    if spec.splits == ("all",):
+        return "all: one pool (few-shot only)"
+    if "train" not in spec.splits or "test" not in spec.splits:
+        return " · ".join(spec.splits)
+    val = "val (official)" if spec.has_official_val else "val = seeded 20% carve of train"
+    return f"train · {val} · test"
 
 
 def carve_validation(n: int, fraction: float = VAL_FRACTION, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

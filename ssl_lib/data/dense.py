@@ -18,9 +18,11 @@ Tasks (:data:`DENSE_TASKS`):
 - ``nyuv2``: NYUv2 surface normals with the Ladický et al. ground truth, 795 train / 654 test, in
   the on-disk layout of :data:`NYUV2_LAYOUT` (there is no torchvision loader).
 
-Paper datasets are read lazily from files and resized to a fixed square (shorter side to
-``image_size``, centre crop; labels and normals with nearest neighbour) so that they batch; the
-official codes instead train at random scales and test at several.
+Paper datasets are read lazily from files. Training images are resized to a fixed square (shorter
+side to ``image_size``, centre crop; labels and normals with nearest neighbour) so that they batch.
+Test images (``full_resolution=True``) keep their aspect ratio (shorter side to ``image_size``, no
+crop) and their targets stay at native size, so every labelled pixel is scored; they no longer
+batch and are evaluated one at a time. The official codes train at random scales and test at several.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ class DenseTask:
     name: str
     kind: str  # "segmentation" | "normals"
     num_classes: int  # segmentation classes (normals: 3, the vector's components)
-    open: Callable[..., Dataset]  # open(split, *, root, download, image_size) -> Dataset
+    open: Callable[..., Dataset]  # open(split, *, root, download, image_size, full_resolution) -> Dataset
     class_names: tuple[str, ...] = ()
     ignore_index: int = IGNORE_INDEX
     splits: tuple[str, ...] = ("train", "test")
@@ -104,7 +106,8 @@ class ArrayDenseDataset(Dataset):
         return out
 
 
-def _open_mini(name: str, split: str, *, root=None, download: bool = False, image_size=None) -> Dataset:
+def _open_mini(name: str, split: str, *, root=None, download: bool = False, image_size=None,
+               full_resolution: bool = False) -> Dataset:
     from . import mini
 
     arrays = mini.load(name, split)
@@ -116,25 +119,38 @@ def _open_mini(name: str, split: str, *, root=None, download: bool = False, imag
 # Files on disk (the paper's datasets)
 
 
+def _shorter_side(image: torch.Tensor, size: int | None, mode: str) -> torch.Tensor:
+    """Shorter side to ``size``, aspect ratio kept (None, or already that size: unchanged)."""
+    h, w = image.shape[-2:]
+    if size is None or min(h, w) == size:
+        return image.float()
+    scale = size / min(h, w)
+    nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
+    smooth = {"align_corners": False, "antialias": True} if mode == "bilinear" else {}
+    return F.interpolate(image[None].float(), size=(nh, nw), mode=mode, **smooth)[0]
+
+
 def _square(image: torch.Tensor, size: int | None, mode: str) -> torch.Tensor:
     """Shorter side to ``size`` then centre crop ``size`` x ``size`` (None: unchanged)."""
     if size is None:
         return image
-    h, w = image.shape[-2:]
-    scale = size / min(h, w)
-    nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
-    x = image[None].float()
-    smooth = {"align_corners": False, "antialias": True} if mode == "bilinear" else {}
-    x = F.interpolate(x, size=(nh, nw), mode=mode, **smooth)
+    x = _shorter_side(image, size, mode)
+    nh, nw = x.shape[-2:]
     top, left = (nh - size) // 2, (nw - size) // 2
-    return x[0, :, top : top + size, left : left + size]
+    return x[:, top : top + size, left : left + size]
 
 
 class FileDenseDataset(Dataset):
-    """Pairs of files read on demand by ``read(image_path, target_path, extra_path)``."""
+    """Pairs of files read on demand by ``read(image_path, target_path, extra_path)``.
 
-    def __init__(self, items: list[tuple[Path, Path, Path | None]], read: Callable, image_size: int | None) -> None:
-        self.items, self.read, self.image_size = items, read, image_size
+    ``full_resolution`` (test splits): the image's shorter side goes to ``image_size`` without a
+    crop and the target keeps its native size, so scoring covers every labelled pixel (a centre
+    crop drops a quarter of a 640 x 480 NYUv2 image).
+    """
+
+    def __init__(self, items: list[tuple[Path, Path, Path | None]], read: Callable, image_size: int | None,
+                 full_resolution: bool = False) -> None:
+        self.items, self.read, self.image_size, self.full_resolution = items, read, image_size, full_resolution
 
     def __len__(self) -> int:
         return len(self.items)
@@ -142,8 +158,11 @@ class FileDenseDataset(Dataset):
     def __getitem__(self, index: int):
         image, target = self.read(*self.items[index])
         image = torch.from_numpy(np.asarray(image, np.uint8).copy()).permute(2, 0, 1)
-        image = _square(image, self.image_size, "bilinear").round().clamp(0, 255).to(torch.uint8)
+        resize = _shorter_side if self.full_resolution else _square
+        image = resize(image, self.image_size, "bilinear").round().clamp(0, 255).to(torch.uint8)
         target = torch.from_numpy(target)
+        if self.full_resolution:
+            return image, target.long() if target.ndim == 2 else target.permute(2, 0, 1).float()
         if target.ndim == 2:
             target = _square(target[None], self.image_size, "nearest")[0].long()
         else:
@@ -191,7 +210,8 @@ def _root(root) -> Path:
     return Path(root) if root else data_dir()
 
 
-def _open_ade20k(split: str, *, root=None, download: bool = False, image_size: int | None = None) -> Dataset:
+def _open_ade20k(split: str, *, root=None, download: bool = False, image_size: int | None = None,
+                 full_resolution: bool = False) -> Dataset:
     base = _root(root) / "ADEChallengeData2016"
     folder = {"train": "training", "test": "validation"}[split]
     images_dir, labels_dir = base / "images" / folder, base / "annotations" / folder
@@ -210,10 +230,11 @@ def _open_ade20k(split: str, *, root=None, download: bool = False, image_size: i
     if missing:
         raise DataNotFoundError(
             f"ADE20K ({split}): {len(missing)} annotation(s) missing, e.g. {missing[0]}; re-extract the archive.")
-    return FileDenseDataset(items, _read_ade, image_size)
+    return FileDenseDataset(items, _read_ade, image_size, full_resolution)
 
 
-def _open_nyuv2(split: str, *, root=None, download: bool = False, image_size: int | None = None) -> Dataset:
+def _open_nyuv2(split: str, *, root=None, download: bool = False, image_size: int | None = None,
+                 full_resolution: bool = False) -> Dataset:
     """NYUv2 normals in :data:`NYUV2_LAYOUT`.
 
     To build it: download the 1449 labelled NYUv2 images and the Ladický ground truth
@@ -233,7 +254,7 @@ def _open_nyuv2(split: str, *, root=None, download: bool = False, image_size: in
     missing = [str(n) for _, n, _ in items if not n.exists()]
     if missing:
         raise DataNotFoundError(f"NYUv2 ({split}): {len(missing)} normal map(s) missing, e.g. {missing[0]}.")
-    return FileDenseDataset(items, _read_nyu, image_size)
+    return FileDenseDataset(items, _read_nyu, image_size, full_resolution)
 
 
 # --------------------------------------------------------------------------------------------
@@ -279,9 +300,14 @@ def list_dense_tasks(kind: str | None = None) -> list[str]:
     return [n for n, t in DENSE_TASKS.items() if kind is None or t.kind == kind]
 
 
-def open_dense(name: str, split: str, *, root=None, download: bool = False, image_size: int | None = None) -> Dataset:
-    """A split of a dense task as a torch ``Dataset`` of ``(image uint8 (3,H,W), target)``."""
+def open_dense(name: str, split: str, *, root=None, download: bool = False, image_size: int | None = None,
+               full_resolution: bool = False) -> Dataset:
+    """A split of a dense task as a torch ``Dataset`` of ``(image uint8 (3,H,W), target)``.
+
+    ``full_resolution``: no centre crop and native-size targets (see :class:`FileDenseDataset`);
+    in-memory data is native already.
+    """
     task = get_dense_task(name)
     if split not in task.splits:
         raise UnknownNameError(unknown_name_message(f"split of {name}", split, list(task.splits)))
-    return task.open(split, root=root, download=download, image_size=image_size)
+    return task.open(split, root=root, download=download, image_size=image_size, full_resolution=full_resolution)

@@ -155,13 +155,14 @@ def fixed_pattern_share(saliency) -> float:
     return float(maps.mean(dim=0).var(unbiased=False) / within) if within > 0 else float("nan")
 
 
-def attention_images(dataset: str, split: str, n: int, *, size: int, transform=None, seed: int = 0) -> torch.Tensor:
+def attention_images(dataset: str, split: str, n: int, *, size: int, transform=None, seed: int = 0,
+                     accept_sizes: bool = False) -> torch.Tensor:
     """``n`` distinct images (seeded draw without replacement), float ``(n, 3, size, size)`` in [0, 1].
 
     Images held in memory at ``size`` are used as they are; others go through ``transform`` (see
     :func:`image_transform`).
     """
-    data = open_split(dataset, split)
+    data = open_split(dataset, split, accept_sizes=accept_sizes)
     if n < 1 or n > len(data):
         raise ConfigError(f"n_images must be between 1 and {len(data)} (the size of {dataset}/{split}), got {n}.")
     idx = np.sort(np.random.default_rng(seed).choice(len(data), size=n, replace=False))

@@ -19,9 +19,11 @@
   as the CSAIL toolkit's ``group_weight``), poly schedule ``lr * (1 - it / max_it) ** 0.9`` per
   iteration, seeded. With a frozen backbone (eval mode, no gradients) the encoder's maps are
   computed once per split and the decoder trains on them (``cache_features``); ``freeze=False``
-  trains end to end on images, as the paper's segmentation code does.
+  trains end to end on images. ``freeze`` is per task: the paper preset trains segmentation end to
+  end and freezes the normals encoder, as the paper's two codes do; the mini preset freezes both.
 - **Metrics**: see :func:`segmentation_counts`, :func:`segmentation_metrics` and
-  :func:`normals_metrics`; 95% percentile-bootstrap CIs resample test images.
+  :func:`normals_metrics`, over every labelled test pixel at the label's native size (file datasets:
+  no crop, one image at a time); 95% percentile-bootstrap CIs resample test images.
 """
 
 from __future__ import annotations
@@ -82,7 +84,7 @@ class DenseCfg:
     normals_pred: str = "expected"  # "expected" (the paper's code) | "argmax"
     dilate: tuple[str, ...] = ()  # stages whose stride becomes dilation
     min_stride: int = 1  # maps finer than this stride are average-pooled to it (see DenseEncoder)
-    image_size: int | None = None  # paper datasets: shorter side + centre crop; None: native size
+    image_size: int | None = None  # paper datasets: shorter side (+ centre crop for training); None: native
     train_images: int | None = None  # use the first N training images (None: all)
     cache_features: bool = True  # frozen only: encode each split once and train on the maps
 
@@ -269,8 +271,8 @@ class DenseModel(nn.Module):
     def __init__(self, encoder: DenseEncoder, decoder: nn.Module, freeze: bool) -> None:
         super().__init__()
         self.encoder, self.decoder, self.freeze = encoder, decoder, freeze
-        if freeze:
-            self.encoder.requires_grad_(False)
+        # both ways explicitly: the encoder copies a FeatureModel, whose parameters do not require grad
+        self.encoder.requires_grad_(not freeze)
 
     def train(self, mode: bool = True) -> DenseModel:
         super().train(mode)
@@ -284,9 +286,9 @@ class DenseModel(nn.Module):
             maps = self.encoder(images)
         return self.decoder(maps)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Upsampled bilinearly to the input size: evaluation."""
-        return _resize(self.logits(images), images.shape[-2:])
+    def forward(self, images: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
+        """Upsampled bilinearly to ``size`` (default: the input's), e.g. a label's native size: evaluation."""
+        return _resize(self.logits(images), size or images.shape[-2:])
 
 
 def _nearest(target: torch.Tensor, size) -> torch.Tensor:
@@ -395,13 +397,14 @@ _HEAD_KINDS = {"segmentation": "segmentation", "classification": "normals", "reg
 
 PRESETS: Registry[dict[str, DenseCfg]] = Registry("dense preset")
 # The paper's codes: segmentation (§3.6) UPerNet, 30 x 5000 iterations at a total batch of 4, trained
-# end to end (pass freeze=False for that; frozen is this study's default); normals (§3.5) PPM on a
-# dilated encoder (output stride 8) frozen up to layer4, 150 x 90 iterations at batch 2, 40-way
-# classification. Both SGD lr 0.02, momentum 0.9, weight decay 1e-4, poly 0.9. Images here are a
-# fixed 480 px square (the codes: random scales 300-600 for training, several for testing).
+# end to end (no freezing); normals (§3.5) PPM on a dilated encoder (output stride 8) frozen up to
+# layer4, 150 x 90 iterations at batch 2, 40-way classification. Both SGD lr 0.02, momentum 0.9,
+# weight decay 1e-4, poly 0.9. Training images here are a fixed 480 px square (the codes: random
+# scales 300-600); test images keep their aspect ratio (shorter side 480, no crop) and are scored at
+# the labels' native size (the codes: several scales).
 PRESETS.add("paper", {
     "segmentation": DenseCfg(decoder="upernet", width=512, iterations=150_000, batch_size=4, lr=0.02,
-                             head="segmentation", image_size=480, cache_features=False),
+                             head="segmentation", image_size=480, freeze=False, cache_features=False),
     "normals": DenseCfg(decoder="ppm", width=512, iterations=13_500, batch_size=2, lr=0.02, head="classification",
                         dilate=("layer3", "layer4"), image_size=480, cache_features=False),
 })
@@ -626,8 +629,15 @@ class _Scorer:
         self.errors: list[np.ndarray] = []
         self.examples: dict[str, list] = {"images": [], "targets": [], "predictions": [], "errors": []}
 
+    @property
+    def pixels(self) -> int:
+        """Labelled (segmentation) or valid (normals) test pixels scored so far."""
+        return int(sum(p["labelled" if self.task.kind == "segmentation" else "count"].sum() for p in self.parts))
+
     def add(self, images: torch.Tensor, target: torch.Tensor, pred: torch.Tensor) -> None:
         target, pred = target.cpu().numpy(), pred.cpu().numpy()
+        if images.shape[-2:] != target.shape[-2:]:  # full-resolution scoring: show the image at the label's size
+            images = _resize(images.float(), target.shape[-2:]).round().clamp(0, 255).to(torch.uint8)
         if self.task.kind == "segmentation":
             self.parts.append(segmentation_counts(pred, target, self.task.num_classes, self.task.ignore_index))
             err = None
@@ -676,7 +686,7 @@ def run_dense_task(
         raise ConfigError(f"Head {cfg.head!r} is for {_HEAD_KINDS[cfg.head]} tasks; {task_name!r} is a {task.kind} task.")
     device = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     train = open_dense(task_name, "train", root=root, download=download, image_size=cfg.image_size)
-    test = open_dense(task_name, "test", root=root, download=download, image_size=cfg.image_size)
+    test = open_dense(task_name, "test", root=root, download=download, image_size=cfg.image_size, full_resolution=True)
     if cfg.train_images is not None and cfg.train_images < len(train):
         train = train.take(cfg.train_images) if isinstance(train, ArrayDenseDataset) else Subset(train, range(cfg.train_images))
 
@@ -713,8 +723,9 @@ def run_dense_task(
     scorer, trivial = _Scorer(task, n_examples), _Scorer(task, 0)
     constant = trivial_prediction(task, train, num_workers)
     with torch.inference_mode():
-        for images, target in _loader(test, 64, num_workers):
-            scorer.add(images, target, head.predict(dense(_as_float(images, device))))
+        # files keep their own sizes (no crop), so they cannot batch: one image at a time
+        for images, target in _loader(test, 64 if isinstance(test, ArrayDenseDataset) else 1, num_workers):
+            scorer.add(images, target, head.predict(dense(_as_float(images, device), target.shape[-2:])))
             trivial.add(images, target, constant(target))
     metrics, ci, iou = scorer.result(n_boot, seed)
     baseline = trivial.result(0, seed)[0]
@@ -724,11 +735,11 @@ def run_dense_task(
     extra = {
         "weights_check": weights_check, "encoder_unchanged_after_training": unchanged,
         "iterations": cfg.iterations, "final_loss": float(np.mean(losses[-10:])), "decoder": cfg.decoder,
-        "freeze": cfg.freeze, "cached_features": cached, **head.info,
+        "freeze": cfg.freeze, "cached_features": cached, "scored_pixels": scorer.pixels, **head.info,
         "trivial_baseline": {"rule": "majority training class" if task.kind == "segmentation" else "mean training normal",
                              **{k: round(float(v), 4) for k, v in baseline.items()}},
     }
-    examples = {k: np.stack(v) for k, v in scorer.examples.items() if v}
+    examples = {k: np.stack(v) if len({x.shape for x in v}) == 1 else v for k, v in scorer.examples.items() if v}
     return DenseResult(task_name, task.kind, metrics, ci, losses, examples, extra, cfg, len(train), len(test),
                        seconds, iou, dense, head, per_image=scorer.stats)
 

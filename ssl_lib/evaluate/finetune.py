@@ -244,13 +244,14 @@ def _save_state(path: Path | None, state: dict) -> None:
         tmp.write_text(json.dumps(state, indent=1, sort_keys=True))
 
 
-def _splits(dataset: str, model_cfg, cfg: FinetuneCfg, *, root, download, carve_seed: int = 0):
+def _splits(dataset: str, model_cfg, cfg: FinetuneCfg, *, root, download, carve_seed: int = 0,
+            accept_sizes: bool = False):
     """``(train, val, trainval, test)`` datasets; validation is official or the seeded 20% carve."""
     spec = get_dataset_spec(dataset)
     train_tf, eval_tf = train_transform(model_cfg, cfg.augment), eval_transform(model_cfg)
 
     def open_(split, tf):
-        return open_split(dataset, split, transform=tf, root=root, download=download)
+        return open_split(dataset, split, transform=tf, root=root, download=download, accept_sizes=accept_sizes)
 
     test = open_("test", eval_tf)
     if spec.has_official_val:
@@ -265,16 +266,19 @@ def _splits(dataset: str, model_cfg, cfg: FinetuneCfg, *, root, download, carve_
 def run_finetune(
     model: FeatureModel, dataset: str, cfg: FinetuneCfg, *, seed: int = 0, state_path: Path | None = None,
     n_boot: int = 1000, device=None, root=None, download: bool = False, num_workers: int = 0,
-    progress: bool = False, on_point: Callable[[dict], None] | None = None,
+    progress: bool = False, on_point: Callable[[dict], None] | None = None, accept_sizes: bool = False,
 ) -> FinetuneResult:
-    """The grid on train → val, then the best point on train+val → test, resuming from ``state_path``."""
+    """The grid on train → val, then the best point on train+val → test, resuming from ``state_path``.
+
+    ``accept_sizes``: run on a paper dataset whose split sizes differ from the canonical ones."""
     start = time.perf_counter()
     spec = get_dataset_spec(dataset)
     if spec.kind not in ("classification", "multilabel"):
         raise ValueError(f"Dataset {dataset!r} is a {spec.kind} task; fine-tuning here needs classification data.")
     if cfg.layer_decay is not None:  # refuse a backbone without timm's block order before any training
         layer_decay_groups(Finetuner(model, 1), lr=1.0, weight_decay=0.0, layer_decay=cfg.layer_decay)
-    train, val, trainval, test, val_source = _splits(dataset, model.cfg, cfg, root=root, download=download)
+    train, val, trainval, test, val_source = _splits(dataset, model.cfg, cfg, root=root, download=download,
+                                                     accept_sizes=accept_sizes)
     identity = {"weights": model.weights_hash, "dataset": dataset, "data": spec.fingerprint,
                 "cfg": cfg.identity(), "seed": seed, "n_boot": n_boot, "version": STATE_VERSION}
     state = _load_state(state_path, identity)

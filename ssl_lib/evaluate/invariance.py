@@ -294,7 +294,8 @@ APPEARANCE: tuple[str, ...] = tuple(n for n, t in TRANSFORMS.items() if t.group 
 
 # ------------------------------------------------------------------------------------ measurement
 def sample_images(
-    dataset: str, split: str, n: int, seed: int = 0, *, transform=None, replace: bool = True
+    dataset: str, split: str, n: int, seed: int = 0, *, transform=None, replace: bool = True,
+    accept_sizes: bool = False,
 ) -> torch.Tensor:
     """``n`` images drawn with replacement (``default_rng(seed).choice``), float (n, 3, H, W) in [0, 1].
 
@@ -303,7 +304,7 @@ def sample_images(
     Datasets held in memory are used as they are; others need ``transform`` (e.g.
     ``ssl_lib.data.eval_transform(model.cfg)``) to bring them to one size.
     """
-    data = open_split(dataset, split, transform=transform)
+    data = open_split(dataset, split, transform=transform, accept_sizes=accept_sizes)
     if not replace and n > len(data):
         raise SSLLibError(f"Cannot draw {n} distinct images from {dataset}/{split}, which has {len(data)}.")
     idx = np.random.default_rng(seed).choice(len(data), size=n, replace=replace)

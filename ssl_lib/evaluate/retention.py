@@ -6,7 +6,8 @@ Two read-outs, scaled to the mini study:
   a small encoder-decoder :class:`SkipGenerator` maps fixed seeded noise to an image and is
   trained (Adam, lr 1e-3) until the backbone's last residual stage, *before pooling*, matches that
   of the original. The reconstruction shows what the features kept; it is scored with per-channel
-  colour MSE (0-255 units, as in Table 9) and an LPIPS-style perceptual distance.
+  colour MSE (0-255 units, as in Table 9) and a perceptual distance (:mod:`.perceptual`: LPIPS or
+  its offline stand-in).
 - **Attribute probes**: cross-validated R² of a ridge read-out of continuous image attributes
   (mean colour, saturation, object position) from pooled features, to ask "colour or layout?".
 """
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from functools import cache, partial
+from functools import partial
 from typing import NamedTuple
 
 import numpy as np
@@ -28,11 +29,14 @@ from torch.func import functional_call, vmap
 
 from .._registry import Registry
 from ..exceptions import ConfigError
+from .perceptual import (  # re-exported: retention's public API predates the split
+    LPIPS_HINT, PERCEPTUAL_NETS, RandomPerceptualDistance, _as_images, perceptual_distance, perceptual_net,
+)
 
 __all__ = [
-    "DEFAULT_STEPS", "PAPER_STEPS", "PAPER_GENERATOR", "ALPHAS", "PERCEPTUAL_NETS",
+    "DEFAULT_STEPS", "PAPER_STEPS", "PAPER_GENERATOR", "GENERATORS", "ALPHAS", "PERCEPTUAL_NETS", "LPIPS_HINT",
     "SkipGenerator", "RandomPerceptualDistance", "RetentionResult",
-    "register_feature_map", "feature_map", "invert", "colour_mse", "perceptual_distance",
+    "register_feature_map", "feature_map", "invert", "colour_mse", "perceptual_net", "perceptual_distance",
     "retention_table", "attribute_probe", "image_attributes",
 ]
 
@@ -143,8 +147,9 @@ class SkipGenerator(nn.Module):
         self.to_rgb = nn.Conv2d(channels[0], 3, 1)
 
     def noise(self, height: int, width: int, *, generator: torch.Generator) -> torch.Tensor:
-        """DIP input: uniform noise x 0.1, rounded up to a multiple of the net's stride (output is cropped)."""
-        h, w = (math.ceil(s / self.scale) * self.scale for s in (height, width))
+        """DIP input: uniform noise x 0.1, rounded up to a multiple of the net's stride and at least
+        two strides, so the bottleneck is 2x2 or more for its batch-norm (the output is cropped)."""
+        h, w = (max(math.ceil(s / self.scale), 2) * self.scale for s in (height, width))
         return torch.rand(1, self.input_depth, h, w, generator=generator) * 0.1
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -152,23 +157,16 @@ class SkipGenerator(nn.Module):
 
 
 PAPER_GENERATOR = partial(SkipGenerator, channels=(16, 32, 64, 128, 128, 128), kernel_sizes=(7, 7, 5, 5, 3, 3))
+# name -> zero-argument generator factory; the retention section picks one per study ("paper" at 224 px)
+GENERATORS: Registry[Callable[[], nn.Module]] = Registry("inversion generator")
+GENERATORS.add("mini", SkipGenerator)
+GENERATORS.add("paper", PAPER_GENERATOR)
 
 
-def _as_images(images, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, bool]:
-    """(B, 3, H, W) floats in [0, 1] from uint8 (0-255) or float ([0, 1]) input; and whether it was one image."""
-    x = torch.as_tensor(images).detach()
-    single = x.dim() == 3
-    x = x.unsqueeze(0) if single else x
-    if x.dim() != 4 or x.shape[1] != 3:
-        raise ValueError(f"Expected images of shape (B, 3, H, W) or (3, H, W), got {tuple(x.shape)}. "
-                         "Channels come first, as in ArrayDataset.images.")
-    if x.dtype == torch.uint8:
-        return x.to(dtype) / 255, single
-    x = x.to(dtype)
-    if x.numel() and (x.min() < 0 or x.max() > 1):
-        raise ValueError(f"Float images must lie in [0, 1]; got values in [{x.min():.3g}, {x.max():.3g}]. "
-                         "Divide 0-255 data by 255 or pass uint8.")
-    return x, single
+def _device_of(model: nn.Module) -> torch.device:
+    """Where ``model`` lives (its first parameter or buffer; CPU for a module with neither)."""
+    tensor = next(iter([*model.parameters(), *model.buffers()]), None)
+    return tensor.device if tensor is not None else torch.device("cpu")
 
 
 def _seeded_generator(factory: Callable[[], nn.Module], height: int, width: int, seed: int):
@@ -200,12 +198,15 @@ def invert(
 
     ``generator`` is a zero-argument factory of a module with ``noise(height, width, *, generator)``
     (:class:`SkipGenerator`, or :data:`PAPER_GENERATOR` with ``steps=PAPER_STEPS`` at 224 px).
-    ``steps=0`` returns the initial output. Returns floats in [0, 1], shaped like ``images``.
+    ``steps=0`` returns the initial output. Runs on the model's device (the generator's start is
+    drawn on the CPU, so it is the same everywhere). Returns floats in [0, 1], shaped like
+    ``images``, on that device.
     """
     if model.training:
         raise ValueError("The model is in training mode, so inversion would update its BatchNorm statistics. "
                          "Call model.eval() first (create_model returns eval-mode models).")
     x, single = _as_images(images)
+    x = x.to(_device_of(model))
     height, width = x.shape[-2:]
     with torch.no_grad():
         target = feature_map(model, x)
@@ -241,96 +242,6 @@ def colour_mse(original, reconstruction) -> np.ndarray:
     return mse[0] if single else mse
 
 
-def _unit(x: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
-    """LPIPS's channel normalisation: each spatial position's activation vector scaled to unit length."""
-    return x / (x.pow(2).sum(dim=1, keepdim=True).sqrt() + eps)
-
-
-class RandomPerceptualDistance(nn.Module):
-    """LPIPS-*style* distance through a fixed, seeded, randomly initialised VGG-like net. Not LPIPS.
-
-    Real LPIPS needs downloaded ImageNet weights. Deep features of untrained conv nets already carry
-    perceptual structure (Zhang et al. 2018 evaluate randomly initialised nets next to trained ones),
-    so this gives an offline, deterministic, weight-free stand-in: four blocks of two 3x3 convs +
-    ReLU (32-256 channels, 2x max-pool between blocks, Kaiming-normal init from ``seed``); at each
-    block output the unit-normalised activations of the two images are compared, squared
-    differences summed over channels and averaged over space, and the blocks summed (LPIPS with
-    all linear weights equal to 1). Inputs in [0, 1] are mapped to [-1, 1] as LPIPS does.
-    """
-
-    def __init__(self, *, seed: int = 0, channels: tuple[int, ...] = (32, 64, 128, 256)) -> None:
-        super().__init__()
-        blocks, c_in = [], 3
-        for i, c in enumerate(channels):
-            pool = [nn.MaxPool2d(2)] if i else []
-            blocks.append(nn.Sequential(*pool, nn.Conv2d(c_in, c, 3, padding=1), nn.ReLU(),
-                                        nn.Conv2d(c, c, 3, padding=1), nn.ReLU()))
-            c_in = c
-        self.blocks = nn.ModuleList(blocks)
-        rng = torch.Generator().manual_seed(seed)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, nonlinearity="relu", generator=rng)
-                nn.init.zeros_(m.bias)
-        self.eval().requires_grad_(False)
-
-    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        x = torch.cat([a, b]) * 2 - 1
-        distance = torch.zeros(len(a), device=a.device)
-        for block in self.blocks:
-            x = block(x)
-            fa, fb = _unit(x).chunk(2)
-            distance = distance + (fa - fb).pow(2).sum(dim=1).mean(dim=(1, 2))
-        return distance
-
-
-class _LPIPS(nn.Module):
-    """The ``lpips`` package (optional; it downloads torchvision ImageNet weights on first use)."""
-
-    def __init__(self, backbone: str) -> None:
-        super().__init__()
-        try:
-            import lpips
-        except ImportError:
-            raise ConfigError(
-                f"net='lpips-{backbone}' needs the optional 'lpips' package (pip install lpips) and its "
-                "downloaded weights. Offline, use net='random-vgg'."
-            ) from None
-        self.net = lpips.LPIPS(net=backbone, verbose=False).eval().requires_grad_(False)
-
-    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return self.net(a, b, normalize=True).flatten()
-
-
-PERCEPTUAL_NETS: Registry = Registry("perceptual network", hint="Or pass a module mapping (a, b) to distances.")
-PERCEPTUAL_NETS.add("random-vgg", RandomPerceptualDistance)
-for _backbone in ("alex", "vgg", "squeeze"):
-    PERCEPTUAL_NETS.add(f"lpips-{_backbone}", partial(_LPIPS, _backbone))
-
-
-@cache
-def _perceptual_net(name: str) -> nn.Module:
-    return PERCEPTUAL_NETS.get(name)()
-
-
-def perceptual_distance(a, b, *, net: str | nn.Module = "random-vgg") -> np.ndarray:
-    """Perceptual distance per image pair; 0 for identical images, symmetric.
-
-    ``net`` names an entry of :data:`PERCEPTUAL_NETS` (``random-vgg``, the offline default, or
-    ``lpips-alex``/``lpips-vgg``/``lpips-squeeze`` when the ``lpips`` package is installed), or is
-    a module ``(a, b) -> (B,)`` taking [0, 1] images. Shape (B,) for batches, () for single images.
-    """
-    x, single = _as_images(a)
-    y, _ = _as_images(b)
-    x, y = x.cpu(), y.cpu()
-    if x.shape != y.shape:
-        raise ValueError(f"Images of shape {tuple(x.shape)} and {tuple(y.shape)} cannot be compared.")
-    module = _perceptual_net(net) if isinstance(net, str) else net
-    with torch.no_grad():
-        d = module(x, y).double().numpy()
-    return d[0] if single else d
-
-
 # --------------------------------------------------------------------------- the table
 
 
@@ -353,15 +264,18 @@ def retention_table(
     Columns: ``mse_red/green/blue`` (0-255 units), ``perceptual`` (with ``perceptual_net`` naming
     the network, so a random-net value is never read as LPIPS) and the feature-matching loss at
     the start and the end, ``feature_mse_start``/``feature_mse``, to check convergence.
-    ``images`` must already be at the model's input size (e.g. through ``eval_transform``).
+    ``images`` must already be at the model's input size (e.g. through ``eval_transform``). Runs
+    on the model's device; the reconstructions come back on the CPU.
     """
     x, _ = _as_images(images)
+    x = x.to(_device_of(model))
     recon = invert(model, x, steps=steps, seed=seed, generator=generator)
     start = invert(model, x, steps=0, seed=seed, generator=generator)
     with torch.no_grad():
         target = feature_map(model, x)
-        loss = {k: (feature_map(model, r) - target).pow(2).flatten(1).mean(1).numpy()
+        loss = {k: (feature_map(model, r) - target).pow(2).flatten(1).mean(1).cpu().numpy()
                 for k, r in (("feature_mse_start", start), ("feature_mse", recon))}
+    x, recon = x.cpu(), recon.cpu()
     mse = colour_mse(x, recon)
     table = pd.DataFrame({
         "image": np.arange(len(x)),

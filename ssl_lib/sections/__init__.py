@@ -1,6 +1,7 @@
 """One module per book section: its notebook parameters and the run for one model."""
 
 from .._registry import Registry
+from ._common import adapter_markdown, data_table
 from .attention import AttentionParams
 from .calibration import CalibrationParams
 from .correlation import CorrelationParams
@@ -15,7 +16,7 @@ from .scorecard import ScorecardParams
 from .summary import SummaryParams
 
 __all__ = [
-    "SECTION_PARAMS", "AttentionParams", "CalibrationParams", "DenseParams", "DetectionParams", "CorrelationParams", "FewShotParams", "FinetuneParams", "InvariancesParams", "LinearParams", "RetentionParams", "ScorecardParams", "SummaryParams",
+    "SECTION_PARAMS", "adapter_markdown", "data_table", "AttentionParams", "CalibrationParams", "DenseParams", "DetectionParams", "CorrelationParams", "FewShotParams", "FinetuneParams", "InvariancesParams", "LinearParams", "RetentionParams", "ScorecardParams", "SummaryParams",
 ]
 
 SECTION_PARAMS: Registry[type] = Registry("section")

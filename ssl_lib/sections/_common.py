@@ -5,14 +5,17 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 
-from ..data import get_dataset_spec
+import pandas as pd
+
+from ..data import get_dataset_spec, open_split, parse_accepted, size_note, split_roles
 from ..exceptions import ConfigError
 from ..models import FeatureModel
 from ..provenance import environment, utc_now
 from ..results import ResultRow
 from ..study import Study
 
-__all__ = ["section_datasets", "RowStamp", "parse_numbers", "split_names", "study_images", "adapter_markdown"]
+__all__ = ["section_datasets", "RowStamp", "check_data", "data_table", "parse_numbers", "split_names", "study_images",
+           "adapter_markdown"]
 
 
 def section_datasets(study: Study, section: str, dataset: str, *, splits: tuple[str, ...] = ()) -> list[str]:
@@ -20,17 +23,50 @@ def section_datasets(study: Study, section: str, dataset: str, *, splits: tuple[
     including that it has the ``splits`` the protocol needs (few-shot-only sets have just ``all``)."""
     names = list(study.section(section).datasets) if dataset == "all" else [dataset]
     for name in names:
-        missing = [s for s in splits if s not in get_dataset_spec(name).splits]
+        spec = get_dataset_spec(name)
+        missing = [s for s in splits if s not in spec.splits]
         if missing:
+            layout = f" Its layout: {spec.layout}." if spec.layout else ""
             raise ConfigError(f"Dataset {name!r} has no {'/'.join(missing)} split, which the {section} protocol "
-                              f"needs (it has {'/'.join(get_dataset_spec(name).splits)}); use it in few-shot only.")
+                              f"needs (it has {'/'.join(spec.splits)}); use it in few-shot only.{layout}")
     return names
 
 
-def study_images(study: Study, dataset: str, split: str, n: int, seed: int, *, replace: bool = True):
+def check_data(names: list[str], accept: str = "", *, splits: tuple[str, ...] = (), root=None,
+               download: bool = False) -> dict[str, str]:
+    """Before any work: open each paper dataset's splits (``splits``, else all; a split it lacks means
+    its last, as in :func:`study_images`) and compare their sizes with the canonical ones. A
+    difference stops the run with one line unless the dataset is named in ``accept`` (the
+    ``accept_split_sizes`` parameter). Returns name → the rows' ``data_check``."""
+    accepted = parse_accepted(accept)
+    out = {}
+    for name in names:
+        spec = get_dataset_spec(name)
+        if not spec.split_sizes:
+            out[name] = ""
+            continue
+        wanted = dict.fromkeys(s if s in spec.splits else spec.splits[-1] for s in splits) if splits else spec.splits
+        counts = {s: len(open_split(name, s, root=root, download=download, accept_sizes=name in accepted))
+                  for s in wanted}
+        out[name] = size_note(spec, counts)
+    return out
+
+
+def data_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """For a page: each dataset of ``rows``, which split played which role, and its size check."""
+    first = rows.drop_duplicates("dataset")
+    return pd.DataFrame({
+        "dataset": first.dataset,
+        "splits": [split_roles(get_dataset_spec(d)) for d in first.dataset],
+        "data check": first.data_check.fillna("").replace("", "(no canonical sizes)"),
+    })
+
+
+def study_images(study: Study, dataset: str, split: str, n: int, seed: int, *, replace: bool = True,
+                 accept_sizes: bool = False):
     """``n`` images of ``dataset`` drawn with replacement (``replace=False``: distinct images), float
-    (n, 3, H, W) in [0, 1], shared by every model of a study-level page. The mini suite is used at its own size; datasets on disk
-    are brought to the zoo's evaluation size (224 px for the paper). A split the dataset lacks
+    (n, 3, H, W) in [0, 1], shared by every model of a study-level page. The mini suite is used at
+    its own size; datasets on disk are brought to the zoo's evaluation size (224 px for the paper). A split the dataset lacks
     falls back to its last (the CD-FSL sets have one, ``all``)."""
     from ..data import eval_transform
     from ..evaluate.invariance import sample_images
@@ -39,7 +75,8 @@ def study_images(study: Study, dataset: str, split: str, n: int, seed: int, *, r
     spec = get_dataset_spec(dataset)
     split = split if split in spec.splits else spec.splits[-1]
     transform = None if spec.zoo == "mini" else eval_transform(get_model_cfg(study.models[0], zoo=study.zoo))
-    return sample_images(dataset, split, n, seed=seed, transform=transform, replace=replace)
+    return sample_images(dataset, split, n, seed=seed, transform=transform, replace=replace,
+                         accept_sizes=accept_sizes)
 
 
 def split_names(value: str) -> list[str]:
@@ -63,13 +100,15 @@ def parse_numbers(value, name: str, cast: type = float) -> list:
 
 @dataclass
 class RowStamp:
-    """The fields every row of one run shares: model identity and adapter, environment, run id."""
+    """The fields every row of one run shares: model identity and adapter contract, environment, run id,
+    and each dataset's ``data_check`` (from :func:`check_data`)."""
 
     section: str
     model: FeatureModel
     seed: int
     device: str | None = None
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    data_checks: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.env = environment(self.device)
@@ -88,6 +127,7 @@ class RowStamp:
 
     def row(self, **fields) -> ResultRow:
         """A row with the run's identity and the model's adapter contract (pooling, layer, input)."""
+        fields.setdefault("data_check", self.data_checks.get(fields.get("dataset", ""), ""))
         return ResultRow(
             section=self.section, model=self.model.cfg.name, zoo=self.model.cfg.zoo,
             weights_sha256=self.model.weights_hash, seed=self.seed, run_id=self.run_id,

@@ -18,6 +18,7 @@ import torch
 from tqdm import tqdm
 
 from ..correlation import paper_settings, paper_source_accuracy, results_settings
+from ..data import parse_accepted
 from ..evaluate.attention import (
     Occlusion, attention_images, attentive_diffusion, fixed_pattern_share, image_transform, occlusion_saliency,
 )
@@ -27,7 +28,7 @@ from ..paper_tables import paper_table
 from ..results import COLUMNS, append_rows, latest_rows, params_hash, read_results
 from ..stats import bootstrap_ci, correlation, correlation_ci, logit
 from ..study import load_study
-from ._common import RowStamp, split_names
+from ._common import RowStamp, check_data, split_names
 
 __all__ = ["AttentionParams", "AttentionRun", "PROTOCOL", "PAPER_PRESET", "run_attention", "paper_diffusion",
            "diffusion_correlations", "paper_correlations"]
@@ -63,6 +64,7 @@ class AttentionParams:
     results_path: str = ""  # CSV to append result rows to ("" = do not record); linear rows are read from it
     device: str = ""
     batch_size: int = 256  # occluded copies per forward pass
+    accept_split_sizes: str = ""  # paper datasets (comma-separated) to use even if their split sizes differ from the canonical ones
 
 
 @dataclass
@@ -84,6 +86,7 @@ def run_attention(params: AttentionParams) -> AttentionRun:
     """Saliency maps and attentive diffusion for each requested model; rows recorded."""
     study = load_study(params.study)
     occlusion = Occlusion(params.mask, params.stride, params.border)
+    checks = check_data([params.dataset], params.accept_split_sizes, splits=(params.split,))
     device = params.device or None
     protocol = {"dataset": params.dataset, "split": params.split, "n_images": params.n_images,
                 "image_seed": params.seed, **asdict(occlusion)}
@@ -96,7 +99,8 @@ def run_attention(params: AttentionParams) -> AttentionRun:
         key = repr(transform)  # models with the same input pipeline share the images
         if key not in loaded:
             loaded[key] = attention_images(params.dataset, params.split, params.n_images, size=size,
-                                           transform=transform, seed=params.seed)
+                                           transform=transform, seed=params.seed,
+                                           accept_sizes=params.dataset in parse_accepted(params.accept_split_sizes))
         start = time.perf_counter()
         sal = occlusion_saliency(model, loaded[key], occlusion, batch_size=params.batch_size)
         seconds = time.perf_counter() - start
@@ -108,7 +112,7 @@ def run_attention(params: AttentionParams) -> AttentionRun:
         per_image += [{"model": name, "image": i, "diffusion": float(d)} for i, d in enumerate(diffusion)]
         low, high = bootstrap_ci(lambda _, d: float(np.mean(d)), diffusion, diffusion, n_boot=params.n_boot,
                                  seed=params.seed)
-        stamp = RowStamp("attention", model, params.seed, device)
+        stamp = RowStamp("attention", model, params.seed, device, data_checks=checks)
         outcomes = stamp.save_outcomes(params.results_path, params.dataset, "attentive_diffusion",
                                        params_hash(protocol), "values", values=diffusion)
         rows.append(stamp.row(

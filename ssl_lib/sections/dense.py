@@ -19,8 +19,8 @@ from ..results import append_rows, params_hash
 from ..study import Study, load_study
 from ._common import RowStamp
 
-__all__ = ["DenseParams", "DenseRun", "PROTOCOL", "METRICS", "dense_cfg", "dense_datasets", "run_dense_section",
-           "loss_table"]
+__all__ = ["DenseParams", "DenseRun", "PROTOCOL", "METRICS", "dense_cfg", "dense_datasets", "freeze_source",
+           "run_dense_section", "loss_table"]
 
 PROTOCOL = {
     "encoder": "the evaluated backbone up to layer4, its parameters and buffers checked bit for bit against the model",
@@ -28,7 +28,11 @@ PROTOCOL = {
     "normals head": "40-way classification over k-means centres of training normals; prediction = "
                     "probability-weighted centre, renormalised (the paper's code); or regression",
     "optimiser": "SGD momentum 0.9, weight decay 1e-4 (weights only), poly schedule (1 - it/max_it)^0.9",
-    "loss resolution": "the decoder's own (targets resized nearest, as the CSAIL toolkit); test at input size",
+    "backbone": "per task, the preset's choice unless freeze is set: the paper preset trains segmentation end to "
+                "end and freezes the normals encoder (the paper's codes); the mini preset freezes both (maps cached)",
+    "loss resolution": "the decoder's own (targets resized nearest, as the CSAIL toolkit)",
+    "test resolution": "no crop: shorter side to the preset's image size (mini: native), logits upsampled to each "
+                       "label's native size, every labelled pixel scored",
     "selection": "none: one fixed schedule per task, scored once on test",
     "metrics": "mIoU and pixel accuracy accumulated over the test set; angular error over all valid test pixels",
     "uncertainty": "95% percentile bootstrap over test images",
@@ -41,12 +45,14 @@ class DenseParams:
     """Parameters of ``notebooks/dense.ipynb`` (its parameters cell must match these defaults)."""
 
     study: str = "mini"  # a name in params/ or a path to a study YAML
-    model: str = "byol"  # a name in the study's zoo, paper/<name>, timm:<name> or file:<path>
+    model: str = "byol"  # a name in the study's zoo, paper/<name>, timm:<name>, hf-hub:<repo> or file:<path>
     dataset: str = "all"  # "all" (the study's dense datasets) or one dataset name
     preset: str = ""  # "mini" or "paper" ("" = the study's setting, else "mini" for the mini zoo, "paper" otherwise)
     decoder: str = ""  # "upernet" or "ppm" for both tasks ("" = the preset's: upernet for segmentation, ppm for normals)
     normals_head: str = "classification"  # the paper's 40-way k-means classification, or "regression"
-    freeze: bool = True  # frozen backbone + cached maps; False trains end to end (the paper's segmentation code)
+    # None = the preset's choice per task (paper: segmentation trained end to end, normals frozen; mini: both
+    # frozen); True / False = frozen / trained end to end for every task of the run
+    freeze: bool | None = None
     iterations: int | None = None  # None = the preset's
     batch_size: int | None = None  # None = the preset's
     n_boot: int = 200  # bootstrap resamples of test images for the CIs (0: none)
@@ -85,8 +91,19 @@ def dense_cfg(params: DenseParams, kind: str, study: Study | None = None) -> Den
     head = "segmentation" if kind == "segmentation" else params.normals_head
     if head not in ("segmentation", "classification", "regression"):
         raise ConfigError(f"normals_head must be 'classification' or 'regression', got {params.normals_head!r}.")
+    freeze = pick("freeze")
+    if freeze is not None and not isinstance(freeze, bool):
+        raise ConfigError(f"freeze must be True, False or None (the preset's choice per task), got {freeze!r}.")
     return preset_cfg(preset, kind, decoder=pick("decoder"), iterations=pick("iterations"),
-                      batch_size=pick("batch_size"), head=head, freeze=bool(params.freeze))
+                      batch_size=pick("batch_size"), head=head, freeze=freeze)
+
+
+def freeze_source(params: DenseParams, study: Study) -> str:
+    """Who chose ``freeze`` for the rows: the notebook parameter, the study file, or the preset."""
+    if params.freeze is not None:
+        return "parameter"
+    from_study = study.sections["dense"].params if "dense" in study.sections else {}
+    return "study" if from_study.get("freeze") is not None else "preset"
 
 
 def _row_values(result: DenseResult) -> list[tuple[str, float, float, float]]:
@@ -113,6 +130,7 @@ def run_dense_section(params: DenseParams) -> DenseRun:
         results[name] = result
         protocol = {**cfg_dict(cfg), "n_boot": params.n_boot}
         extra = {"study": study.name, "source_top1": model.cfg.source_top1, **result.extra,
+                 "freeze_set_by": freeze_source(params, study),
                  "seconds": {k: round(v, 3) for k, v in result.seconds.items()}}
         if result.iou_per_class:
             extra["iou_per_class"] = [None if np.isnan(v) else round(v, 6) for v in result.iou_per_class]

@@ -50,7 +50,7 @@ class DetectionParams:
     """Parameters of ``notebooks/detection.ipynb`` (its parameters cell must match these defaults)."""
 
     study: str = "mini"  # a name in params/ or a path to a study YAML
-    model: str = "byol"  # a name in the study's zoo, paper/<name>, timm:<name> or file:<path>
+    model: str = "byol"  # a name in the study's zoo, paper/<name>, timm:<name>, hf-hub:<repo> or file:<path>
     dataset: str = "all"  # "all" (the study's detection datasets) or one dataset name
     # preset: "" = the zoo's (mini for the mini study, else the paper's detectron2 Base-RCNN-FPN schedule)
     preset: str = ""

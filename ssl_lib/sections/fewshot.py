@@ -14,13 +14,13 @@ from tqdm import tqdm
 
 from ..evaluate.fewshot import EpisodeCfg, FewShotResult, evaluate_fewshot, shortfall
 from ..features import get_features
-from ..data import get_dataset_spec
+from ..data import get_dataset_spec, parse_accepted
 from ..data.transforms import RESIZES
 from ..exceptions import ConfigError
 from ..models import create_model
 from ..results import append_rows, params_hash
 from ..study import load_study
-from ._common import RowStamp, parse_numbers, section_datasets
+from ._common import RowStamp, check_data, parse_numbers, section_datasets
 
 __all__ = ["FewShotParams", "FewShotRun", "PROTOCOL", "run_fewshot_section", "metric_name"]
 
@@ -39,7 +39,7 @@ class FewShotParams:
     """Parameters of ``notebooks/fewshot.ipynb`` (its parameters cell must match these defaults)."""
 
     study: str = "mini"  # a name in params/ or a path to a study YAML
-    model: str = "byol"  # a name in the study's zoo, paper/<name>, timm:<name> or file:<path>
+    model: str = "byol"  # a name in the study's zoo, paper/<name>, timm:<name>, hf-hub:<repo> or file:<path>
     dataset: str = "all"  # "all" (the study's few-shot datasets) or one dataset name
     shots: str = "5,20,50"  # comma-separated shot counts
     n_way: int = 5
@@ -53,6 +53,7 @@ class FewShotParams:
     device: str = ""  # "" = CUDA when present, else CPU
     batch_size: int = 256  # feature extraction
     num_workers: int = 0  # DataLoader workers for feature extraction
+    accept_split_sizes: str = ""  # paper datasets (comma-separated) to run even if their split sizes differ from the canonical ones
 
 
 @dataclass
@@ -70,7 +71,8 @@ def pooled_features(model, dataset: str, params: FewShotParams) -> tuple[np.ndar
     parts = {
         split: get_features(model, dataset, split, resize=params.resize, root=params.data_root or None,
                             download=params.download, device=params.device or None, progress=False,
-                            batch_size=params.batch_size, num_workers=params.num_workers)
+                            batch_size=params.batch_size, num_workers=params.num_workers,
+                            accept_sizes=dataset in parse_accepted(params.accept_split_sizes))
         for split in get_dataset_spec(dataset).splits
     }
     features = np.concatenate([p.features for p in parts.values()])
@@ -89,8 +91,9 @@ def run_fewshot_section(params: FewShotParams) -> FewShotRun:
     for name in datasets:
         if get_dataset_spec(name).kind != "classification":
             raise ConfigError(f"Dataset {name!r} is a {get_dataset_spec(name).kind} task; few-shot needs single-label classification.")
+    checks = check_data(datasets, params.accept_split_sizes, root=params.data_root or None, download=params.download)
     model = create_model(params.model, zoo=study.zoo, device=params.device or None)
-    stamp = RowStamp("fewshot", model, params.seed, params.device or None)
+    stamp = RowStamp("fewshot", model, params.seed, params.device or None, data_checks=checks)
     rows, results = [], {}
     for name in tqdm(datasets, desc=f"fewshot · {model.cfg.name}", file=sys.stderr, mininterval=10):
         start = time.perf_counter()

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from ..data import get_dataset_spec
+from ..data import get_dataset_spec, parse_accepted
 from ..evaluate.calibration import Calibration
 from ..evaluate.finetune import FinetuneCfg, FinetuneResult, run_finetune
 from ..exceptions import ConfigError
@@ -20,7 +20,7 @@ from ..models import create_model
 from ..paths import cache_dir
 from ..results import COLUMNS, append_rows, params_hash
 from ..study import load_study
-from ._common import RowStamp, parse_numbers, section_datasets
+from ._common import RowStamp, check_data, parse_numbers, section_datasets
 from .calibration import calibration_rows
 
 __all__ = ["FinetuneParams", "FinetuneRun", "PROTOCOL", "finetune_cfg", "run_finetune_section", "grid_table"]
@@ -44,7 +44,7 @@ class FinetuneParams:
     """Parameters of ``notebooks/finetune.ipynb`` (its parameters cell must match these defaults)."""
 
     study: str = "mini"  # a name in params/ or a path to a study YAML
-    model: str = "byol"  # a name in the study's zoo, paper/<name>, timm:<name> or file:<path>
+    model: str = "byol"  # a name in the study's zoo, paper/<name>, timm:<name>, hf-hub:<repo> or file:<path>
     dataset: str = "all"  # "all" (the study's fine-tune datasets) or one dataset name
     # steps, lrs and wds: None / "" take the study's setting (mini: a small grid), else the paper's
     # (5000 steps; lr 0.1,0.01,0.001,0.0001; wd 0,1e-6,1e-5,1e-4,1e-3, divided by lr)
@@ -63,6 +63,7 @@ class FinetuneParams:
     download: bool = False
     device: str = ""  # "" = CUDA when present, else CPU
     num_workers: int = 0  # DataLoader workers (use several for real images)
+    accept_split_sizes: str = ""  # paper datasets (comma-separated) to run even if their split sizes differ from the canonical ones
 
 
 @dataclass
@@ -106,9 +107,11 @@ def run_finetune_section(params: FinetuneParams) -> FinetuneRun:
     for name in datasets:
         if get_dataset_spec(name).kind not in ("classification", "multilabel"):
             raise ConfigError(f"Dataset {name!r} is a {get_dataset_spec(name).kind} task; fine-tune needs classification data.")
+    checks = check_data(datasets, params.accept_split_sizes, root=params.data_root or None, download=params.download)
+    accepted = parse_accepted(params.accept_split_sizes)
     device = params.device or None
     model = create_model(params.model, zoo=study.zoo, device=device)
-    stamp = RowStamp("finetune", model, params.seed, device)
+    stamp = RowStamp("finetune", model, params.seed, device, data_checks=checks)
     protocol = {**cfg.identity(), "n_boot": params.n_boot, "carve_seed": 0}
     rows, cal_rows, results = [], [], {}
     bar = tqdm(total=len(datasets) * (len(cfg.grid) + 1), desc=f"finetune · {model.cfg.name}", file=sys.stderr,
@@ -118,7 +121,7 @@ def run_finetune_section(params: FinetuneParams) -> FinetuneRun:
         result = run_finetune(
             model, name, cfg, seed=params.seed, state_path=state_path(model.weights_hash, name, cfg, params.seed),
             n_boot=params.n_boot, device=device, root=params.data_root or None, download=params.download,
-            num_workers=params.num_workers, on_point=lambda _: bar.update(1),
+            num_workers=params.num_workers, on_point=lambda _: bar.update(1), accept_sizes=name in accepted,
         )
         bar.update(1 + result.resumed_points)
         results[name] = result

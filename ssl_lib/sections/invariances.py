@@ -13,11 +13,12 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from tqdm import tqdm
 
+from ..data import parse_accepted
 from ..evaluate.invariance import APPEARANCE, SPATIAL, TRANSFORMS, invariance_profile
 from ..models import create_model
 from ..results import append_rows, latest_rows, params_hash, read_results
 from ..study import load_study
-from ._common import RowStamp, split_names, study_images
+from ._common import RowStamp, check_data, split_names, study_images
 
 __all__ = ["InvariancesParams", "PROTOCOL", "run_invariances", "at_size", "transfer_table"]
 
@@ -48,6 +49,7 @@ class InvariancesParams:
     results_path: str = ""  # rows are appended here; linear rows are read from it for the transfer plot
     device: str = ""
     batch_size: int = 256
+    accept_split_sizes: str = ""  # paper datasets (comma-separated) to use even if their split sizes differ from the canonical ones
 
 
 def run_invariances(params: InvariancesParams) -> pd.DataFrame:
@@ -57,9 +59,11 @@ def run_invariances(params: InvariancesParams) -> pd.DataFrame:
     names = list(TRANSFORMS) if params.transforms == "all" else split_names(params.transforms)
     for name in names:
         TRANSFORMS.get(name)
-    images = study_images(study, params.dataset, params.split, params.n_images, params.seed)
+    checks = check_data([params.dataset], params.accept_split_sizes, splits=(params.split, params.reference_split))
+    accept = params.dataset in parse_accepted(params.accept_split_sizes)
+    images = study_images(study, params.dataset, params.split, params.n_images, params.seed, accept_sizes=accept)
     reference = study_images(study, params.dataset, params.reference_split, params.n_reference, params.seed + 1,
-                             replace=False)
+                             replace=False, accept_sizes=accept)
     device = params.device or None
     protocol = {"dataset": params.dataset, "split": params.split, "n_images": params.n_images, "k": params.k,
                 "reference": f"{params.reference_split}:{params.n_reference}", "image_seed": params.seed}
@@ -72,7 +76,7 @@ def run_invariances(params: InvariancesParams) -> pd.DataFrame:
                                      k=params.k, batch_size=params.batch_size, device=device)
         seconds = time.perf_counter() - start
         profiles.append(profile.assign(model=model.cfg.name))
-        stamp = RowStamp("invariances", model, params.seed, device)
+        stamp = RowStamp("invariances", model, params.seed, device, data_checks=checks)
         means = profile.groupby("transform", sort=False)[["cosine", "mahalanobis"]].mean()
         for transform, m in means.iterrows():
             for measure in ("cosine", "mahalanobis"):

@@ -11,14 +11,14 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from ..data import get_dataset_spec
+from ..data import get_dataset_spec, parse_accepted
 from ..evaluate.calibration import calibrate, fit_temperature
 from ..evaluate.linear import LinearResult, run_linear
 from ..evaluate.logreg import C_GRID, SOLVERS
 from ..models import create_model
 from ..results import COLUMNS, append_rows, params_hash
 from ..study import load_study
-from ._common import RowStamp, section_datasets
+from ._common import RowStamp, check_data, section_datasets
 from .calibration import calibration_rows
 
 __all__ = ["LinearParams", "LinearRun", "PROTOCOL", "run_linear_section", "val_curves"]
@@ -40,7 +40,7 @@ class LinearParams:
     """Parameters of ``notebooks/linear.ipynb`` (its parameters cell must match these defaults)."""
 
     study: str = "mini"  # a name in params/ or a path to a study YAML
-    model: str = "byol"  # a name in the study's zoo, paper/<name>, timm:<name> or file:<path>
+    model: str = "byol"  # a name in the study's zoo, paper/<name>, timm:<name>, hf-hub:<repo> or file:<path>
     dataset: str = "all"  # "all" (the study's datasets for this section) or one dataset name
     solver: str = "torch"  # torch | sklearn | sklearn-paper
     seed: int = 0
@@ -51,6 +51,7 @@ class LinearParams:
     device: str = ""  # "" = CUDA when present, else CPU
     batch_size: int = 256  # feature extraction
     num_workers: int = 0  # DataLoader workers for feature extraction (use several for real images)
+    accept_split_sizes: str = ""  # paper datasets (comma-separated) to run even if their split sizes differ from the canonical ones
 
 
 @dataclass
@@ -67,9 +68,10 @@ def run_linear_section(params: LinearParams) -> LinearRun:
     SOLVERS.get(params.solver)
     study = load_study(params.study)
     datasets = section_datasets(study, "linear", params.dataset, splits=("train", "test"))
+    checks = check_data(datasets, params.accept_split_sizes, root=params.data_root or None, download=params.download)
     device = params.device or None
     model = create_model(params.model, zoo=study.zoo, device=device)
-    stamp = RowStamp("linear", model, params.seed, device)
+    stamp = RowStamp("linear", model, params.seed, device, data_checks=checks)
     protocol_params = {"solver": params.solver, "c_grid_size": len(C_GRID), "carve_seed": 0, "n_boot": params.n_boot}
     rows, cal_rows, results = [], [], {}
     # One bar over datasets: per-split bars would fill the notebook's stored output.
@@ -79,6 +81,7 @@ def run_linear_section(params: LinearParams) -> LinearRun:
             model, name, solver=params.solver, n_boot=params.n_boot, seed=params.seed, device=device,
             root=params.data_root or None, download=params.download, progress=False,
             batch_size=params.batch_size, num_workers=params.num_workers,
+            accept_sizes=name in parse_accepted(params.accept_split_sizes),
         )
         results[name] = result
         multilabel = get_dataset_spec(name).multilabel

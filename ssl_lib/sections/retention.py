@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 import sys
-from contextlib import contextmanager
 import time
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,23 +19,26 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from ..data import get_dataset_spec, open_split
+from ..data import get_dataset_spec, open_split, parse_accepted
 from ..evaluate.invariance import image_features
-from ..evaluate.retention import PERCEPTUAL_NETS, attribute_probe, image_attributes, retention_table
+from ..evaluate.retention import GENERATORS, attribute_probe, image_attributes, perceptual_net, retention_table
+from ..exceptions import ConfigError
 from ..features import get_features
 from ..models import create_model, get_model_cfg, require_resnet_stages
 from ..results import append_rows, params_hash
 from ..study import load_study
-from ._common import RowStamp, section_datasets, split_names, study_images
+from ._common import RowStamp, check_data, section_datasets, split_names, study_images
 
-__all__ = ["RetentionParams", "RetentionRun", "PROTOCOL", "run_retention"]
+__all__ = ["RetentionParams", "RetentionRun", "PROTOCOL", "generator_name", "run_device", "run_retention"]
 
 PROTOCOL = {
-    "inversion": "Deep Image Prior: a small skip generator from fixed seeded noise, Adam lr 1e-3, "
-                 "matching the frozen last-stage feature map (MSE)",
+    "inversion": "Deep Image Prior: a skip generator from fixed seeded noise (the paper study: the paper's six-scale "
+                 "net, 16-128 channels, kernels 7-3; the mini study: three scales for 32 px), Adam lr 1e-3, "
+                 "matching the frozen last-stage feature map (MSE), on the run's device",
     "colour error": "per-channel MSE between image and reconstruction, 0-255 units (Table 9's)",
-    "perceptual": "LPIPS-style distance through a fixed random-init network (random-vgg), "
-                  "not LPIPS: LPIPS needs downloaded weights",
+    "perceptual": "LPIPS (lpips-alex, lpips-vgg, lpips-squeeze: the optional lpips extra, online on first use) "
+                  "in the paper study; offline, an LPIPS-style distance through a fixed random-init network "
+                  "(random-vgg), which is not LPIPS",
     "probes": "ridge regression from pooled features, 5-fold cross-validated R² (seeded folds)",
 }
 
@@ -49,13 +52,15 @@ class RetentionParams:
     dataset: str = "all"  # images to invert: one per dataset of the section ("all") or one dataset
     images_per_dataset: int = 1  # the paper: one image from each of its 15 datasets
     steps: int = 3000  # inversion steps (the paper: 3000)
-    perceptual_net: str = "random-vgg"  # random-vgg | lpips-alex | lpips-vgg | lpips-squeeze (downloads)
+    generator: str = ""  # "paper" (six scales, the paper's DIP net) or "mini" (three, 32 px); "" = by zoo
+    perceptual_net: str = "random-vgg"  # random-vgg | lpips-alex | lpips-vgg | lpips-squeeze (the lpips extra)
     probe_dataset: str = "mini-source"  # images whose attributes the probes read out
     probe_split: str = "test"
     n_probe: int = 1000  # probe images sampled from a dataset on disk (in-memory ones are used whole)
     seed: int = 0
     results_path: str = ""
-    device: str = ""
+    device: str = ""  # "" = CUDA when present, else CPU
+    accept_split_sizes: str = ""  # paper datasets (comma-separated) to use even if their split sizes differ from the canonical ones
 
 
 @dataclass
@@ -64,12 +69,29 @@ class RetentionRun:
     probes: pd.DataFrame  # one row per model and attribute
     images: torch.Tensor  # the originals
     reconstructions: dict[str, torch.Tensor] = field(default_factory=dict)
+    generator: str = ""  # the inversion generator that ran ("mini" | "paper")
+    device: str = ""  # where it ran
+
+
+def generator_name(params: RetentionParams, zoo: str) -> str:
+    """The inversion generator: the parameter, else "mini" for the mini zoo and "paper" otherwise."""
+    name = params.generator or ("mini" if zoo == "mini" else "paper")
+    GENERATORS.get(name)
+    return name
+
+
+def run_device(params: RetentionParams) -> str:
+    """The run's device: the parameter, else CUDA when present, else CPU."""
+    if params.device:
+        return params.device
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 @contextmanager
 def _threads(n: int):
-    """Inversion runs thousands of tiny steps: on CPU one thread beats two (2.9 s vs 4.3 s for
-    4 mini images x 50 steps), as thread hand-offs cost more than the small convolutions."""
+    """The mini generator runs thousands of tiny steps: on CPU one thread beats two (2.9 s vs 4.3 s
+    for 4 mini images x 50 steps), as thread hand-offs cost more than the small convolutions. The
+    paper's net at 224 px is no tiny problem and keeps every thread."""
     before = torch.get_num_threads()
     torch.set_num_threads(n)
     try:
@@ -80,7 +102,9 @@ def _threads(n: int):
 
 def _inversion_images(params: RetentionParams, study) -> tuple[torch.Tensor, list[str]]:
     names = section_datasets(study, "retention", params.dataset)
-    images = [study_images(study, name, "test", params.images_per_dataset, params.seed) for name in names]
+    accepted = parse_accepted(params.accept_split_sizes)
+    images = [study_images(study, name, "test", params.images_per_dataset, params.seed, accept_sizes=name in accepted)
+              for name in names]
     labels = [name for name in names for _ in range(params.images_per_dataset)]
     return torch.cat(images), labels
 
@@ -90,29 +114,37 @@ def _probe_images(params: RetentionParams, study) -> torch.Tensor | None:
     once, shared by every model. None for in-memory data, whose cached features are used whole."""
     if get_dataset_spec(params.probe_dataset).zoo == "mini":
         return None
-    return study_images(study, params.probe_dataset, params.probe_split, params.n_probe, params.seed)
+    return study_images(study, params.probe_dataset, params.probe_split, params.n_probe, params.seed,
+                        accept_sizes=params.probe_dataset in parse_accepted(params.accept_split_sizes))
 
 
 def run_retention(params: RetentionParams) -> RetentionRun:
-    PERCEPTUAL_NETS.get(params.perceptual_net)
+    perceptual_net(params.perceptual_net)  # unknown, not installed or not downloadable: fail before inverting
     study = load_study(params.study)
+    generator, device = generator_name(params, study.zoo), run_device(params)
+    try:
+        device_type = torch.device(device).type
+    except RuntimeError:
+        raise ConfigError(f"device {params.device!r} is not a torch device; use 'cpu', 'cuda' or 'cuda:N'.") from None
     models = list(study.models) if params.model == "all" else split_names(params.model)
     for spec in models:  # before any inversion starts
         require_resnet_stages(get_model_cfg(spec, zoo=study.zoo), "retention")
+    checks = check_data(section_datasets(study, "retention", params.dataset), params.accept_split_sizes, splits=("test",))
+    checks.update(check_data([params.probe_dataset], params.accept_split_sizes, splits=(params.probe_split,)))
     images, sources = _inversion_images(params, study)
     probe_images = _probe_images(params, study)
     if probe_images is None:
         probe_images = open_split(params.probe_dataset, params.probe_split).images
     attributes = image_attributes(probe_images)
-    device = params.device or None
-    protocol = {"steps": params.steps, "perceptual_net": params.perceptual_net, "images": sources,
-                "probe": f"{params.probe_dataset}/{params.probe_split}", "seed": params.seed}
+    protocol = {"steps": params.steps, "generator": generator, "perceptual_net": params.perceptual_net,
+                "images": sources, "probe": f"{params.probe_dataset}/{params.probe_split}", "seed": params.seed}
     tables, probes, recons, rows = [], [], {}, []
     for spec in tqdm(models, desc="retention", file=sys.stderr, mininterval=10):
-        model = create_model(spec, zoo=study.zoo)
+        model = create_model(spec, zoo=study.zoo, device=device)
         start = time.perf_counter()
-        with _threads(1 if device in (None, "cpu") and not torch.cuda.is_available() else torch.get_num_threads()):
-            result = retention_table(model, images, steps=params.steps, seed=params.seed, net=params.perceptual_net)
+        with _threads(1) if device_type == "cpu" and generator == "mini" else nullcontext():
+            result = retention_table(model, images, steps=params.steps, seed=params.seed, net=params.perceptual_net,
+                                     generator=GENERATORS.get(generator))
         name = model.cfg.name
         tables.append(result.table.assign(model=name, dataset=sources))
         recons[name] = result.reconstructions
@@ -125,7 +157,7 @@ def run_retention(params: RetentionParams) -> RetentionRun:
               for attr in attributes.columns}
         probes.append(pd.DataFrame({"model": name, "attribute": list(r2), "r2": list(r2.values())}))
         seconds = time.perf_counter() - start
-        stamp = RowStamp("retention", model, params.seed, device)
+        stamp = RowStamp("retention", model, params.seed, device, data_checks=checks)
         t = result.table
         values = {"colour_mse_red": t.mse_red.mean(), "colour_mse_green": t.mse_green.mean(),
                   "colour_mse_blue": t.mse_blue.mean(),
@@ -144,9 +176,12 @@ def run_retention(params: RetentionParams) -> RetentionRun:
                 protocol_params=json.dumps(protocol, sort_keys=True), params_hash=params_hash(protocol),
                 selected_on="(ridge alpha by inner CV)" if probe else "(no hyperparameters)",
                 feature_cache_key=cache_key if probe else "", wall_seconds=seconds / len(values),
+                data_check=checks[params.probe_dataset] if probe else "; ".join(
+                    f"{d}: {checks[d]}" for d in dict.fromkeys(sources) if checks.get(d)),
                 extra=json.dumps({"study": study.name, "source_top1": model.cfg.source_top1}),
                 outcomes=outcomes if metric == "colour_mse_mean" else "",
             ))
     if params.results_path:
         append_rows(params.results_path, rows)
-    return RetentionRun(pd.concat(tables, ignore_index=True), pd.concat(probes, ignore_index=True), images, recons)
+    return RetentionRun(pd.concat(tables, ignore_index=True), pd.concat(probes, ignore_index=True), images, recons,
+                        generator, device)
