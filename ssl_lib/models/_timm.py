@@ -184,7 +184,7 @@ def hub_reachable(url: str = "https://huggingface.co", timeout: float = 3.0) -> 
 
 
 def _not_cached(spec: str, what: str, where: str, fetch: str, copy: str) -> DataNotFoundError:
-    arch = spec.split(":", 1)[1].split("?")[0].split(".")[0]
+    arch = spec.split(":", 1)[1].split("?")[0].split(".")[0] if spec.startswith("timm:") else "<arch>"
     return DataNotFoundError(
         f"The {what} of {spec!r} are not cached ({where}) and the hub cannot be reached from here. On a machine "
         f"with internet run {fetch} and copy {copy}, or pass local weights as timm:{arch}?file=<path>."
