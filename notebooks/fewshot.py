@@ -43,7 +43,7 @@ import seaborn as sns
 from IPython.display import Markdown, display
 from myst_nb import glue
 
-from ssl_lib.sections import data_table
+from ssl_lib.sections import adapter_markdown, data_table
 from ssl_lib.sections.fewshot import PROTOCOL, run_fewshot_section
 
 # %% [markdown]
@@ -66,6 +66,7 @@ display(Markdown(
     f"{params.n_way}-way, {params.n_query} queries · **images**: {resize_note} · "
     f"**weights sha256** `{rows.weights_sha256.iloc[0][:16]}…` · **device** {rows.device.iloc[0]}"
 ))
+display(Markdown(adapter_markdown(rows.iloc[0])))
 
 # %% tags=["remove-input"]
 table = rows.assign(

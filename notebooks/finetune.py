@@ -19,6 +19,7 @@ batch_size = 64
 lrs = ""
 wds = ""
 augment = True
+layer_decay = None
 seed = 0
 n_boot = 1000
 results_path = ""
@@ -43,7 +44,7 @@ from IPython.display import Markdown, display
 from myst_nb import glue
 
 from ssl_lib.sections.calibration import dataset_table, reliability_frame, reliability_plot
-from ssl_lib.sections import data_table
+from ssl_lib.sections import adapter_markdown, data_table
 from ssl_lib.sections.finetune import PROTOCOL, finetune_cfg, grid_table, run_finetune_section
 
 # %% [markdown]
@@ -63,8 +64,10 @@ display(Markdown(
     f"**Model** `{params.model}` · **study** `{params.study}` · **{cfg.steps} steps** at batch "
     f"{cfg.batch_size} per point · **grid** lr ∈ {list(cfg.lrs)} × wd ∈ {list(cfg.wds)} "
     f"({len(cfg.grid)} points + the final fit) · augmentation {'on' if cfg.augment else 'off'} · "
+    f"layer-wise lr decay {cfg.layer_decay if cfg.layer_decay is not None else 'off'} · "
     f"**weights sha256** `{rows.weights_sha256.iloc[0][:16]}…` · **device** {rows.device.iloc[0]}"
 ))
+display(Markdown(adapter_markdown(rows.iloc[0])))
 
 # %% tags=["remove-input"]
 hp = rows.hyperparams.map(json.loads)

@@ -38,7 +38,7 @@ from IPython.display import Markdown, display
 from myst_nb import glue
 
 from ssl_lib.sections.calibration import dataset_table, reliability_frame, reliability_plot
-from ssl_lib.sections import data_table
+from ssl_lib.sections import adapter_markdown, data_table
 from ssl_lib.sections.linear import PROTOCOL, run_linear_section, val_curves
 
 
@@ -57,6 +57,7 @@ display(Markdown(
     f"**Model** `{params.model}` · **study** `{params.study}` · **solver** `{params.solver}` · "
     f"**weights sha256** `{rows.weights_sha256.iloc[0][:16]}…` · **device** {rows.device.iloc[0]}"
 ))
+display(Markdown(adapter_markdown(rows.iloc[0])))
 
 # %% tags=["remove-input"]
 table = rows.assign(

@@ -27,7 +27,9 @@ def _models(args: argparse.Namespace) -> int:
                 state = cfg.weights if len(cfg.weights) < 60 else cfg.weights[:57] + "..."
             top1 = f"{cfg.source_top1:.2f}" if cfg.source_top1 is not None else "-"
             print(f"{name:<28} {cfg.family:<22} {cfg.arch:<12} {top1:>12}  {state}")
-    print("Also: timm:<name> (any timm model, downloaded) and file:<path>[?arch=resnet50&norm=imagenet|none].")
+    print("Also: timm:<name>[.<tag>] (hub weights, cached or downloaded), timm:<name>?file=<path>[&prefix=..&key=..] "
+          "(local weights), timm:<name>?pretrained=false (random init), hf-hub:<repo>; options size=, resize=, "
+          "pool=, norm=. And file:<path>[?arch=resnet50&norm=imagenet|none].")
     return 0
 
 

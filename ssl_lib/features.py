@@ -81,6 +81,10 @@ def feature_cache_key(
         "mode": extraction_mode(device),
         "format": FORMAT_VERSION,
     }
+    if (model.cfg.pooling, model.cfg.feature_layer, model.cfg.arch_kwargs) != ("avgpool", "layer4", {}):
+        # how a timm model reads its features (the ResNet default is left out so existing keys stay valid)
+        payload["adapter"] = {"pooling": model.cfg.pooling, "feature_layer": model.cfg.feature_layer,
+                              "arch_kwargs": model.cfg.arch_kwargs}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
 
 

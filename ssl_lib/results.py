@@ -41,6 +41,14 @@ class ResultRow:
     n_val: int = 0
     n_eval: int = 0
     data_check: str = ""  # the splits' sizes against the canonical ones ("" = none known), or the accepted mismatch
+    # the adapter contract: how the model's features were read (ssl_lib.models.ModelCfg.adapter)
+    arch: str = ""
+    pooling: str = ""  # avgpool | cls_token | mean_patch_tokens | attention_pool ...
+    feature_layer: str = ""  # the last stage whose output is pooled: layer4, blocks.11, stages.3
+    normalization: str = ""  # imagenet | inception | clip | none | mean=... std=...
+    input_size: int | None = None  # the crop side in pixels
+    resize_size: int | None = None  # the shorter side before the crop
+    patch_size: int | None = None  # patch-embedding models only
     # protocol
     protocol_params: str = "{}"  # JSON: the settings that define the protocol
     hyperparams: str = "{}"  # JSON: what was selected (e.g. {"C": 0.1})
@@ -78,7 +86,7 @@ def read_results(path: str | Path) -> pd.DataFrame:
     for col in COLUMNS:  # heal older tables that lack newer columns
         if col not in table.columns:
             table[col] = pd.NA
-    return table
+    return table[COLUMNS + [c for c in table.columns if c not in COLUMNS]]
 
 
 def latest_rows(rows: pd.DataFrame, section: str | None = None) -> pd.DataFrame:

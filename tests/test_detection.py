@@ -12,7 +12,6 @@ from PIL import Image
 
 from ssl_lib.data._paper import VOC_CLASSES
 from ssl_lib.data.detection import MiniScenes, get_detection_spec, open_detection
-from ssl_lib.evaluate import detection as D
 from ssl_lib.metrics.detection import summaries, weighted_class_ap
 from ssl_lib.evaluate.detection import (
     DETECTION_PRESETS, bootstrap_detection_ci, build_detector, check_backbone_weights, detection_metrics,

@@ -4,7 +4,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -18,7 +17,6 @@ from ssl_lib.exceptions import ConfigError
 from ssl_lib.models import build_arch
 from ssl_lib.results import RESUME_KEY
 from ssl_lib.runner import plan_runs, run_study
-from ssl_lib.sections import SECTIONS
 from ssl_lib.study import load_study
 
 ROOT = Path(__file__).resolve().parents[1]

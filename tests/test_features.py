@@ -76,6 +76,29 @@ def test_validation_carve_is_the_official_codes():
     assert not set(train) & set(val)
 
 
+def test_cache_key_changes_with_the_pooling_of_the_same_weights(model):
+    """ConvNeXt's max and avg pooling share every weight: only the adapter tells their features apart."""
+    avg = create_model("timm:convnext_atto?pretrained=false&size=32")
+    peak = create_model("timm:convnext_atto?pretrained=false&size=32&pool=max")
+    assert avg.weights_hash == peak.weights_hash and peak.cfg.pooling == "maxpool"
+    assert F.feature_cache_key(avg, "mini-digits", "val") != F.feature_cache_key(peak, "mini-digits", "val")
+
+
+def test_resnet_cache_keys_are_unchanged_by_the_adapter_fields(model):
+    """The mini and paper ResNets' keys leave the default adapter out: caches made before it stay valid."""
+    import hashlib
+    import json
+
+    from ssl_lib.data import get_dataset_spec, transform_cfg
+
+    payload = {"weights": model.weights_hash, "arch": model.cfg.arch, "mean": list(model.cfg.mean),
+               "std": list(model.cfg.std), "dataset": "mini-digits", "data": get_dataset_spec("mini-digits").fingerprint,
+               "split": "val", "transform": transform_cfg(model.cfg), "layer": "pool",
+               "mode": F.extraction_mode("cpu"), "format": F.FORMAT_VERSION}
+    expected = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
+    assert F.feature_cache_key(model, "mini-digits", "val", device="cpu") == expected
+
+
 def test_cache_key_separates_cuda_bf16_from_cpu_fp32_and_torch_minor_versions(model, monkeypatch):
     """CUDA extraction runs under bf16 autocast: its features must never be served to a CPU fp32 run."""
     cpu = F.feature_cache_key(model, "mini-digits", "val", device="cpu")

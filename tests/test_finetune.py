@@ -130,3 +130,63 @@ def test_unset_grid_parameters_take_the_study_setting_then_the_papers():
     paper = finetune_cfg(resolve_params("finetune", {"study": "paper"}))
     assert (paper.steps, paper.lrs, paper.wds) == (5000, FT.LR_GRID, FT.WD_GRID)
     assert len(paper.grid) == 20 and paper.grid[0] == (0.1, 0.0) and paper.grid[-1] == (0.0001, 1e-3)
+
+
+def test_layer_decay_gives_the_rates_timm_gives_the_model_with_its_own_head():
+    import timm
+    from timm.optim import param_groups_layer_decay
+
+    from ssl_lib.models import create_model
+
+    vit = create_model("timm:vit_tiny_patch16_224?pretrained=false&size=32").requires_grad_(True)  # as trained
+    finetuner = FT.Finetuner(vit, 3)
+    groups = FT.layer_decay_groups(finetuner, lr=0.1, weight_decay=1e-3, layer_decay=0.5)
+    lr_of = {id(p): g["lr"] for g in groups for p in g["params"]}
+    wd_of = {id(p): g["weight_decay"] for g in groups for p in g["params"]}
+    assert len(lr_of) == sum(1 for _ in finetuner.parameters())  # every weight, once
+    reference = timm.create_model("vit_tiny_patch16_224", num_classes=3, img_size=32)
+    scale = {n: g["lr_scale"] for g in param_groups_layer_decay(reference, weight_decay=1e-3, layer_decay=0.5)
+             for n in [m for m, p in reference.named_parameters() if any(p is q for q in g["params"])]}
+    ours = {**{n: lr_of[id(p)] for n, p in vit.backbone.named_parameters()},
+            **{f"head.{n}": lr_of[id(p)] for n, p in finetuner.head.named_parameters()}}
+    assert ours == pytest.approx({n: 0.1 * s for n, s in scale.items()})
+    depth = len(vit.backbone.blocks)
+    assert ours["patch_embed.proj.weight"] == pytest.approx(0.1 * 0.5 ** (depth + 1)) and ours["head.weight"] == 0.1
+    assert wd_of[id(vit.backbone.blocks[0].mlp.fc1.weight)] == 1e-3 and wd_of[id(vit.backbone.blocks[0].norm1.weight)] == 0
+    assert wd_of[id(vit.backbone.pos_embed)] == 0.0  # timm's no_weight_decay() tokens
+    assert FinetuneCfg().identity() == {k: v for k, v in FinetuneCfg(layer_decay=0.65).identity().items()
+                                        if k != "layer_decay"}  # off leaves the paper recipe's identity alone
+
+
+def test_layer_decay_reaches_the_optimiser_and_refuses_non_timm_backbones(toy, monkeypatch):
+    from ssl_lib.exceptions import ConfigError
+    from ssl_lib.models import create_model
+
+    seen = []
+    real_sgd = torch.optim.SGD
+
+    def spy(params, **kwargs):
+        params = list(params)
+        seen.append(sorted({g["lr"] for g in params}))
+        return real_sgd(params, **kwargs)
+
+    monkeypatch.setattr(torch.optim, "SGD", spy)
+    cfg = FinetuneCfg(steps=1, batch_size=8, lrs=(0.1,), wds=(0.0,), layer_decay=0.5)
+    run_finetune(create_model("timm:convnext_atto?pretrained=false&size=32"), toy, cfg, n_boot=0)
+    assert len(seen) == 2 and len(seen[0]) > 3 and max(seen[0]) == 0.1  # decayed groups, head at the full lr
+    with pytest.raises(ValueError, match=r"layer_decay must be in \(0, 1\]"):
+        FinetuneCfg(layer_decay=1.5)
+    import torchvision
+
+    resnet = create_model("timm:resnet18?pretrained=false&size=32")
+    resnet.backbone = torchvision.models.resnet18()  # a torchvision body (the paper zoo's) has no group_matcher
+    with pytest.raises(ConfigError, match="layer_decay needs a timm backbone") as info:
+        run_finetune(resnet, toy, cfg, n_boot=0)
+    assert "\n" not in str(info.value)
+
+
+def test_layer_decay_comes_from_the_parameter_then_the_study():
+    from ssl_lib.sections.finetune import FinetuneParams, finetune_cfg
+
+    assert finetune_cfg(FinetuneParams(study="mini")).layer_decay is None
+    assert finetune_cfg(FinetuneParams(study="mini", layer_decay=0.75)).layer_decay == 0.75

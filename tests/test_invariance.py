@@ -239,3 +239,14 @@ def test_invariance_vs_transfer_rank_correlates_across_models():
         inv.invariance_vs_transfer(profile, transfer, method="spearmann")
     with pytest.raises(SSLLibError, match=r"transfer lacks column\(s\) \['value'\]"):
         inv.invariance_vs_transfer(profile, transfer.rename(columns={"value": "score"}))
+
+
+def test_each_model_sees_the_study_images_at_its_own_input_size():
+    """A ViT built for 48 px cannot take the mini suite's 32 px images: they are resized for it."""
+    from ssl_lib.sections.invariances import InvariancesParams, at_size, run_invariances
+
+    images = torch.rand(2, 3, 32, 32)
+    assert at_size(images, 32) is images and at_size(images, 48).shape == (2, 3, 48, 48)
+    profile = run_invariances(InvariancesParams(model="timm:vit_tiny_patch16_224?pretrained=false&size=48",
+                                                n_images=4, n_reference=200, k=2, transforms="hue"))
+    assert list(profile["transform"].unique()) == ["hue"] and profile.cosine.between(-1, 1).all()

@@ -12,7 +12,7 @@ import numpy as np
 import papermill as pm
 import pytest
 
-from ssl_lib.sections import notebook_schema, notebook_schemas
+from ssl_lib.sections import notebook_schema
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = sorted((ROOT / "notebooks").glob("*.py"))
@@ -227,3 +227,62 @@ def test_dense_notebook_runs_for_byol_and_draws_predictions(tmp_path):
     assert "mini-scenes" in html and "mini-normals" in html and len(pngs) >= 2
     rows = pd.read_csv(results)
     assert {"seg_mean_iou", "seg_pixel_acc", "sn_mean_err", "sn_median_err", "sn_within_11.25"} <= set(rows.metric)
+
+
+TIMM_TINY = {"vit": "timm:vit_tiny_patch16_224?pretrained=false&size=32",
+             "convnext": "timm:convnext_atto?pretrained=false&size=32"}
+ADAPTER = {"vit": ("vit_tiny_patch16_224", "cls_token", "blocks.11", 16),
+           "convnext": ("convnext_atto", "avgpool", "stages.3", None)}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", list(TIMM_TINY))
+def test_timm_backbones_run_every_per_model_section_and_rows_carry_the_adapter(family, tmp_path):
+    import pandas as pd
+
+    model, results = TIMM_TINY[family], tmp_path / "results.csv"
+    common = ["-p", "model", model, "-p", "dataset", "mini-digits", "-p", "results_path", str(results)]
+    for notebook, args in (("linear", ["-p", "n_boot", "0"]),
+                           ("fewshot", ["-p", "shots", "5", "-p", "n_episodes", "20"]),
+                           ("finetune", ["-p", "steps", "3", "-p", "lrs", "0.01", "-p", "wds", "0", "-p", "n_boot", "0",
+                                         "-p", "layer_decay", "0.65"])):
+        proc, out = _papermill(common + args, tmp_path, notebook)
+        assert proc.returncode == 0, f"{notebook}: {proc.stderr[-2000:]}"
+        html, _ = _html_and_pngs(out)
+        assert f"{ADAPTER[family][1]} over `{ADAPTER[family][2]}`" in html, notebook  # the adapter line
+    proc, out = _papermill(["-p", "model", model, "-p", "results_path", str(results)], tmp_path, "calibration")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "ece_linear_scaled" in _html_and_pngs(out)[0]
+    rows = pd.read_csv(results)
+    assert set(rows.section) == {"linear", "fewshot", "finetune", "calibration"}
+    arch, pooling, layer, patch = ADAPTER[family]
+    assert (rows.arch == arch).all() and (rows.pooling == pooling).all() and (rows.feature_layer == layer).all()
+    assert (rows.input_size == 32).all() and (rows.patch_size.isna().all() if patch is None else (rows.patch_size == patch).all())
+    assert json.loads(rows[rows.section == "finetune"].protocol_params.iloc[0])["layer_decay"] == 0.65
+
+
+@pytest.mark.slow
+def test_timm_backbones_run_the_study_level_pages_together(tmp_path):
+    import pandas as pd
+
+    results, models = tmp_path / "results.csv", ",".join(TIMM_TINY.values())
+    proc, out = _papermill(["-p", "model", models, "-p", "n_images", "8", "-p", "n_reference", "400", "-p", "k", "2",
+                            "-p", "transforms", "hue", "-p", "results_path", str(results)], tmp_path, "invariances")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc, out = _papermill(["-p", "model", models, "-p", "n_images", "2", "-p", "stride", "4",
+                            "-p", "results_path", str(results)], tmp_path, "attention")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = pd.read_csv(results)
+    assert rows.groupby("section").model.nunique().to_dict() == {"attention": 2, "invariances": 2}
+    assert set(rows.pooling) == {"cls_token", "avgpool"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("notebook", ["detection", "dense", "retention"])
+def test_sections_that_need_resnet_stages_refuse_a_vit_in_one_line(notebook, tmp_path):
+    proc, out = _papermill(["-p", "model", TIMM_TINY["vit"]], tmp_path, notebook)
+    assert proc.returncode != 0
+    nb = nbformat.read(out, as_version=4)
+    errors = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert len(errors) == 1 and len(errors[0]["traceback"]) == 1
+    assert f"The {notebook} section needs a ResNet-style backbone" in errors[0]["evalue"]

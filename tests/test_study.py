@@ -96,6 +96,33 @@ def test_cli_lists_and_fails_with_one_line():
     assert '"dataset": "imagenet-val"' in lines["attention/summary"]
 
 
+def test_the_modern_study_mirrors_the_papers_datasets_and_lists_every_run():
+    from ssl_lib.models import get_model_cfg
+
+    modern, paper = load_study("modern"), load_study("paper")
+    assert modern.models[0] == "supervised" and get_model_cfg("supervised", zoo=modern.zoo) is not None
+    for section in ("linear", "finetune", "fewshot"):
+        assert modern.section(section).datasets == paper.section(section).datasets
+    assert {"detection", "dense", "retention"}.isdisjoint(modern.sections)  # they need a ResNet's stages for now
+    cards = {m: get_model_cfg(m, zoo=modern.zoo) for m in modern.models}  # the tags exist in timm; nothing downloads
+    assert [c.pooling for c in cards.values()] == ["avgpool"] + ["cls_token"] * 5 + ["avgpool"]
+    assert {c.input_size for c in cards.values()} == {224}
+    assert cards["timm:vit_base_patch16_clip_224.openai"].normalization == "clip"
+    dry = subprocess.run([sys.executable, "-m", "ssl_lib", "run", str(ROOT / "params" / "modern.yaml"), "--dry-run"],
+                         capture_output=True, text=True)
+    # 7 models x (linear, finetune, fewshot) + 3 summaries + calibration, invariances, attention
+    assert dry.returncode == 0 and "27 runs" in dry.stdout, dry.stderr
+    labels = {line.split()[0] for line in dry.stdout.splitlines()[1:-1]}
+    assert {f"{s}/{m}" for s in ("linear", "finetune", "fewshot") for m in modern.models} <= labels
+
+
+def test_the_methods_page_says_what_the_modern_study_changes():
+    page = (ROOT / "book" / "methods.md").read_text()
+    section = page.split("### The modern study", 1)[1].split("\n## ", 1)[0]
+    for point in ("pooling", "input size", "resize", "normalisation", "class token", "518", "layer_decay"):
+        assert point in section
+
+
 def test_a_few_shot_only_dataset_in_the_linear_section_is_one_line(tmp_path):
     from ssl_lib.sections.linear import LinearParams, run_linear_section
 

@@ -15,6 +15,12 @@ temperature fitted on its validation logits; the final model's test logits give 
 the paper's 5-fold cross-validated scaled ECE, and the ECE scaled by the chosen point's validation
 temperature (:mod:`ssl_lib.evaluate.calibration`). All of it is kept in the state file, so a
 resumed run still has it.
+
+Layer-wise learning-rate decay (``layer_decay``, off by default; the modern ViT recipe of BEiT, MAE
+and DINOv2's fine-tuning) takes timm's ``param_groups_layer_decay``: the backbone's blocks in
+timm's ``group_matcher`` order get ``lr · layer_decay^(depth from the top)``, the new head (the top)
+the full ``lr``, the same rates timm gives the model with its own head; as in that recipe, biases,
+norms and the tokens timm lists in ``no_weight_decay()`` get no weight decay.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from tqdm import tqdm
 
 from ..data import carve_validation, eval_transform, get_dataset_spec, open_split
 from ..data.transforms import PerImage
+from ..exceptions import ConfigError
 from ..features import default_device
 from ..metrics import compute_metric
 from ..models import FeatureModel
@@ -52,6 +59,7 @@ __all__ = [
     "train_transform",
     "finetune_once",
     "predict",
+    "layer_decay_groups",
     "run_finetune",
 ]
 
@@ -69,12 +77,23 @@ class FinetuneCfg:
     lrs: tuple[float, ...] = LR_GRID
     wds: tuple[float, ...] = WD_GRID
     augment: bool = True  # RandomResizedCrop + flip; False: the code's --no-da (resize + centre crop)
+    layer_decay: float | None = None  # None: one lr for all weights (the paper); e.g. 0.65 for a ViT-B
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError(f"steps and batch_size must be positive, got {self.steps} and {self.batch_size}")
         if not self.lrs or not self.wds or min(self.lrs) <= 0 or min(self.wds) < 0:
             raise ValueError(f"lrs must be positive and wds non-negative, got {self.lrs} and {self.wds}")
+        if self.layer_decay is not None and not 0 < self.layer_decay <= 1:
+            raise ValueError(f"layer_decay must be in (0, 1], got {self.layer_decay}")
+
+    def identity(self) -> dict:
+        """The settings as recorded in states and rows; an option left off is left out, so the
+        paper recipe's resumable states and params hashes are the same as before the option existed."""
+        out = asdict(self)
+        if self.layer_decay is None:
+            del out["layer_decay"]
+        return out
 
     @property
     def grid(self) -> list[tuple[float, float]]:
@@ -127,6 +146,27 @@ def train_transform(model_cfg, augment: bool = True):
     ]))
 
 
+def layer_decay_groups(model: Finetuner, *, lr: float, weight_decay: float, layer_decay: float) -> list[dict]:
+    """SGD parameter groups with timm's layer-wise decay over the backbone (see the module docstring).
+
+    Each group carries its own ``lr`` (the cosine schedule anneals every group from its own start).
+    """
+    from timm.optim import param_groups_layer_decay
+
+    body = model.backbone.backbone
+    if not hasattr(body, "group_matcher"):
+        raise ConfigError(
+            f"layer_decay needs a timm backbone (its group_matcher orders the blocks); "
+            f"{model.backbone.cfg.qualified_name!r} is a {type(body).__name__}. Leave layer_decay unset for it."
+        )
+    no_decay = body.no_weight_decay() if hasattr(body, "no_weight_decay") else ()
+    groups = param_groups_layer_decay(body, weight_decay=weight_decay, no_weight_decay_list=no_decay,
+                                      layer_decay=layer_decay)
+    for group in groups:  # the new head is the top layer, as timm counts a model's own head: one more decay
+        group["lr"] = lr * group.pop("lr_scale", 1.0) * layer_decay
+    return [*groups, {"params": list(model.head.parameters()), "weight_decay": weight_decay, "lr": lr}]
+
+
 def _cycle(loader: DataLoader):
     while True:
         yield from loader
@@ -143,7 +183,9 @@ def finetune_once(
         model = Finetuner(copy.deepcopy(backbone).requires_grad_(True), num_classes).to(device).train()
         loader = DataLoader(train, batch_size=cfg.batch_size, shuffle=True, num_workers=num_workers,
                             pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(seed))
-        optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=wd / lr)
+        params = model.parameters() if cfg.layer_decay is None else layer_decay_groups(
+            model, lr=lr, weight_decay=wd / lr, layer_decay=cfg.layer_decay)
+        optimizer = torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=wd / lr)
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.steps)
         criterion = nn.BCEWithLogitsLoss() if multilabel else nn.CrossEntropyLoss()
         batches = _cycle(loader)
@@ -233,10 +275,12 @@ def run_finetune(
     spec = get_dataset_spec(dataset)
     if spec.kind not in ("classification", "multilabel"):
         raise ValueError(f"Dataset {dataset!r} is a {spec.kind} task; fine-tuning here needs classification data.")
+    if cfg.layer_decay is not None:  # refuse a backbone without timm's block order before any training
+        layer_decay_groups(Finetuner(model, 1), lr=1.0, weight_decay=0.0, layer_decay=cfg.layer_decay)
     train, val, trainval, test, val_source = _splits(dataset, model.cfg, cfg, root=root, download=download,
                                                      accept_sizes=accept_sizes)
     identity = {"weights": model.weights_hash, "dataset": dataset, "data": spec.fingerprint,
-                "cfg": asdict(cfg), "seed": seed, "n_boot": n_boot, "version": STATE_VERSION}
+                "cfg": cfg.identity(), "seed": seed, "n_boot": n_boot, "version": STATE_VERSION}
     state = _load_state(state_path, identity)
     resumed = len(state["points"])
     common = dict(num_classes=spec.num_classes, multilabel=spec.multilabel, cfg=cfg, seed=seed,

@@ -15,15 +15,17 @@ from ._arch import ARCHS, build_arch
 from ._cfg import IMAGENET_MEAN, IMAGENET_STD, NO_NORM, ModelCfg
 from ._mini import MINI_ZOO_DIR, mini_models
 from ._paper import PAPER_MODELS
+from ._timm import build_timm, hf_hub_cfg, timm_cfg
 from ._weights import (
     convert_state_dict,
     fetch_weights,
     load_checkpoint,
+    load_strict,
     state_dict_fingerprint,
     verify_sha256,
 )
 
-__all__ = ["FeatureModel", "ZOOS", "list_models", "get_model_cfg", "create_model"]
+__all__ = ["FeatureModel", "ZOOS", "list_models", "get_model_cfg", "create_model", "require_resnet_stages"]
 
 ZOOS = ("mini", "paper")
 _DEFAULT_ARCH = {"mini": "mini_resnet", "paper": "resnet50"}
@@ -75,7 +77,8 @@ def _parse_file_spec(spec: str, zoo: str) -> ModelCfg:
         raise ConfigError(f"Unknown option(s) {sorted(unknown)} in {spec!r}; allowed: arch, norm, prefix, size.")
     arch = query.get("arch", _DEFAULT_ARCH.get(zoo, "resnet50"))
     if arch not in ARCHS:
-        raise UnknownNameError(unknown_name_message("architecture", arch, list(ARCHS)))
+        raise UnknownNameError(unknown_name_message(
+            "architecture", arch, list(ARCHS), "For a timm architecture pass timm:<arch>?file=<path>."))
     norms = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD), "none": NO_NORM}
     if zoo == "mini":
         mini = next(iter(mini_models().values()))
@@ -92,29 +95,13 @@ def _parse_file_spec(spec: str, zoo: str) -> ModelCfg:
     )
 
 
-def _timm_cfg(spec: str) -> ModelCfg:
-    import timm
-
-    name = spec[len("timm:"):]
-    if not timm.is_model(name.split(".")[0]):
-        known = timm.list_models(name[:3] + "*") or timm.list_models()
-        raise UnknownNameError(unknown_name_message("timm model", name, known, "See timm.list_models()."))
-    cfg = timm.get_pretrained_cfg(name)
-    size = cfg.input_size[-1] if cfg else 224
-    crop_pct = getattr(cfg, "crop_pct", 0.875) or 0.875
-    return ModelCfg(
-        name=spec, zoo="timm", arch=name, weights=spec,
-        mean=tuple(getattr(cfg, "mean", IMAGENET_MEAN)), std=tuple(getattr(cfg, "std", IMAGENET_STD)),
-        input_size=size, resize_size=int(round(size / crop_pct)),
-        interpolation=getattr(cfg, "interpolation", "bicubic") or "bicubic",
-        description=f"timm model {name}",
-    )
-
-
 def get_model_cfg(spec: str, *, zoo: str = "mini") -> ModelCfg:
-    """Resolve ``byol`` (in ``zoo``), ``paper/byol``, ``timm:<name>`` or ``file:<path>`` to a card."""
+    """Resolve ``byol`` (in ``zoo``), ``paper/byol``, ``timm:<name>``, ``hf-hub:<repo>`` or
+    ``file:<path>`` to a card."""
     if spec.startswith("timm:"):
-        return _timm_cfg(spec)
+        return timm_cfg(spec)
+    if spec.startswith("hf-hub:"):
+        return hf_hub_cfg(spec)
     if spec.startswith("file:"):
         return _parse_file_spec(spec, zoo)
     if "/" in spec and spec.split("/", 1)[0] in ZOOS:
@@ -126,7 +113,7 @@ def get_model_cfg(spec: str, *, zoo: str = "mini") -> ModelCfg:
         raise UnknownNameError(
             unknown_name_message(
                 f"{zoo} model", spec, list(table),
-                "Or pass timm:<name> or file:<path>; see `python -m ssl_lib models`.",
+                "Or pass timm:<name>, hf-hub:<repo> or file:<path>; see `python -m ssl_lib models`.",
             )
         )
     return table[spec]
@@ -164,25 +151,20 @@ def _load_state(cfg: ModelCfg) -> dict[str, torch.Tensor] | None:
             raise DataNotFoundError(f"Checkpoint file {path} does not exist; check the path after 'file:'.")
         checkpoint = load_checkpoint(path)
     return convert_state_dict(
-        checkpoint, state_dict_key=cfg.state_dict_key, key_prefix=cfg.key_prefix, drop_keys=cfg.drop_keys
+        checkpoint, state_dict_key=cfg.state_dict_key, key_prefix=cfg.key_prefix, drop_keys=cfg.drop_keys,
+        drop_prefixes=cfg.drop_prefixes,
     )
 
 
-def _load_strict(backbone: nn.Module, state: dict, cfg: ModelCfg) -> None:
-    """Strict load with one readable error (missing/unexpected keys or shape mismatches)."""
-    hint = "Check the arch= and prefix= options." if cfg.zoo == "file" else "The checkpoint does not match its card."
-    try:
-        missing, unexpected = backbone.load_state_dict(state, strict=False)
-    except RuntimeError as err:
-        first = next((line.strip() for line in str(err).splitlines() if "size mismatch" in line), str(err)[:200])
+def require_resnet_stages(cfg: ModelCfg, section: str) -> None:
+    """Detection, dense prediction and retention read a ResNet's ``layer1..layer4`` for now: any other
+    backbone stops with one line before anything runs (the pooled-feature sections take any)."""
+    if cfg.feature_layer != "layer4":
         raise ConfigError(
-            f"Checkpoint for {cfg.qualified_name!r} does not fit architecture {cfg.arch!r}: {first} {hint}"
-        ) from None
-    if missing or unexpected:
-        raise ConfigError(
-            f"Checkpoint for {cfg.qualified_name!r} does not fit architecture {cfg.arch!r}: "
-            f"{len(missing)} missing keys (e.g. {missing[:2]}), {len(unexpected)} unexpected "
-            f"(e.g. {unexpected[:2]}). {hint}"
+            f"The {section} section needs a ResNet-style backbone (stages layer1..layer4) for now; "
+            f"{cfg.qualified_name!r} pools {cfg.pooling} over {cfg.feature_layer or 'its last stage'}. Use it in "
+            "linear, fewshot, finetune, calibration, invariances or attention, or pick a ResNet here "
+            "(a zoo model, file:<path>?arch=resnet50 or timm:resnet50.a1_in1k)."
         )
 
 
@@ -190,13 +172,11 @@ def create_model(spec: str, *, zoo: str = "mini", device: str | torch.device | N
     """Build the frozen feature extractor for ``spec`` in eval mode (see :func:`get_model_cfg`)."""
     cfg = get_model_cfg(spec, zoo=zoo)
     if cfg.zoo == "timm":
-        import timm
-
-        backbone = timm.create_model(cfg.arch, pretrained=True, num_classes=0)
+        backbone = build_timm(cfg)
     else:
         backbone = build_arch(cfg.arch)
         state = _load_state(cfg)
-        _load_strict(backbone, state, cfg)
+        load_strict(backbone, state, cfg)
     model = FeatureModel(backbone, cfg, state_dict_fingerprint(backbone)).eval().requires_grad_(False)
     if device is not None:
         model = model.to(device)

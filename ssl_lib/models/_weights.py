@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,7 +24,8 @@ from ..paths import atomic_path, cache_dir
 
 __all__ = [
     "PINS_ENV", "sha256_file", "verify_sha256", "pins_path", "read_pins", "record_pin", "expected_sha256",
-    "cached_weights_path", "fetch_weights", "load_checkpoint", "convert_state_dict", "state_dict_fingerprint",
+    "cached_weights_path", "fetch_weights", "load_checkpoint", "convert_state_dict", "load_strict",
+    "state_dict_fingerprint",
 ]
 
 PINS_ENV = "SSL_LIB_WEIGHTS_SHA256"
@@ -134,12 +136,21 @@ def fetch_weights(url: str, sha256: str | None) -> Path:
 
 
 def load_checkpoint(path: Path) -> Mapping[str, torch.Tensor]:
-    """``torch.load`` with ``weights_only=True``; files in the weights cache are checked against their pins."""
+    """``torch.load`` with ``weights_only=True`` (``.safetensors`` through safetensors); files in the
+    weights cache are checked against their pins."""
     path = Path(path)
     expected, source = expected_sha256(path, None)
     if expected:
         verify_sha256(path, expected, source)
-    return torch.load(path, map_location="cpu", weights_only=True)
+    if path.suffix == ".safetensors":
+        import safetensors.torch
+
+        return safetensors.torch.load_file(str(path), device="cpu")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
+        first = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"Checkpoint {path} cannot be read as a PyTorch state dict ({first}).") from None
 
 
 def convert_state_dict(
@@ -148,6 +159,7 @@ def convert_state_dict(
     state_dict_key: tuple[str, ...] = ("state_dict", "model", "resnet"),
     key_prefix: str = "",
     drop_keys: tuple[str, ...] = (),
+    drop_prefixes: tuple[str, ...] = (),
 ) -> dict[str, torch.Tensor]:
     """Unwrap, strip the method's prefix and drop head keys (the paper's ``LoadedResNet``).
 
@@ -167,7 +179,30 @@ def convert_state_dict(
         state = {k[len(key_prefix):]: v for k, v in state.items() if k.startswith(key_prefix)}
     if is_separius_layout(state):
         state = simclr_v2_from_separius(state)
-    return {k: v for k, v in state.items() if not any(d in k for d in drop_keys)}
+    return {k: v for k, v in state.items() if not any(d in k for d in drop_keys) and not k.startswith(drop_prefixes)}
+
+
+def load_strict(backbone: torch.nn.Module, state: Mapping[str, torch.Tensor], cfg) -> None:
+    """Strict load with one readable error (missing/unexpected keys or shape mismatches)."""
+    if cfg.zoo == "file":
+        hint = "Check the arch= and prefix= options."
+    elif cfg.zoo == "timm" and cfg.weights not in ("random",) and not cfg.weights.startswith(("timm:", "hf-hub:")):
+        hint = "Check the timm architecture name and the prefix= and key= options."
+    else:
+        hint = "The checkpoint does not match its card."
+    try:
+        missing, unexpected = backbone.load_state_dict(state, strict=False)
+    except RuntimeError as err:
+        first = next((line.strip() for line in str(err).splitlines() if "size mismatch" in line), str(err)[:200])
+        raise ConfigError(
+            f"Checkpoint for {cfg.qualified_name!r} does not fit architecture {cfg.arch!r}: {first} {hint}"
+        ) from None
+    if missing or unexpected:
+        raise ConfigError(
+            f"Checkpoint for {cfg.qualified_name!r} does not fit architecture {cfg.arch!r}: "
+            f"{len(missing)} missing keys (e.g. {missing[:2]}), {len(unexpected)} unexpected "
+            f"(e.g. {unexpected[:2]}). {hint}"
+        )
 
 
 def state_dict_fingerprint(module: torch.nn.Module) -> str:

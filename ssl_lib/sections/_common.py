@@ -14,7 +14,8 @@ from ..provenance import environment, utc_now
 from ..results import ResultRow
 from ..study import Study
 
-__all__ = ["section_datasets", "RowStamp", "check_data", "data_table", "parse_numbers", "split_names", "study_images"]
+__all__ = ["section_datasets", "RowStamp", "check_data", "data_table", "parse_numbers", "split_names", "study_images",
+           "adapter_markdown"]
 
 
 def section_datasets(study: Study, section: str, dataset: str, *, splits: tuple[str, ...] = ()) -> list[str]:
@@ -103,8 +104,8 @@ def parse_numbers(value, name: str, cast: type = float) -> list:
 
 @dataclass
 class RowStamp:
-    """The fields every row of one run shares: model identity, environment, run id, and each
-    dataset's ``data_check`` (from :func:`check_data`)."""
+    """The fields every row of one run shares: model identity and adapter contract, environment, run id,
+    and each dataset's ``data_check`` (from :func:`check_data`)."""
 
     section: str
     model: FeatureModel
@@ -129,9 +130,18 @@ class RowStamp:
         return save_outcomes(results_path, name, kind, **arrays)
 
     def row(self, **fields) -> ResultRow:
+        """A row with the run's identity and the model's adapter contract (pooling, layer, input)."""
         fields.setdefault("data_check", self.data_checks.get(fields.get("dataset", ""), ""))
         return ResultRow(
             section=self.section, model=self.model.cfg.name, zoo=self.model.cfg.zoo,
             weights_sha256=self.model.weights_hash, seed=self.seed, run_id=self.run_id,
-            created_utc=utc_now(), **self.env, **fields,
+            created_utc=utc_now(), **self.model.cfg.adapter(), **self.env, **fields,
         )
+
+
+def adapter_markdown(row) -> str:
+    """One Markdown line saying how a row's model read its features (the adapter columns)."""
+    patch = f" · **patch** {int(row.patch_size)} px" if row.patch_size == row.patch_size and row.patch_size else ""
+    return (f"**Features**: {row.pooling} over `{row.feature_layer}` of `{row.arch}` · **input** "
+            f"{int(row.input_size)} px crop of a {int(row.resize_size)} px resize{patch} · "
+            f"**normalisation** {row.normalization}")

@@ -15,7 +15,7 @@ from ..data.dense import get_dense_task
 from ..evaluate.dense import DenseCfg, DenseResult, cfg_dict, preset_cfg, run_dense_task
 from ..exceptions import ConfigError
 from ..metrics.dense import NORMALS_METRICS, SEG_METRICS
-from ..models import create_model
+from ..models import create_model, get_model_cfg, require_resnet_stages
 from ..results import append_rows, params_hash
 from ..study import Study, load_study
 from ._common import RowStamp
@@ -48,7 +48,7 @@ class DenseParams:
     """Parameters of ``notebooks/dense.ipynb`` (its parameters cell must match these defaults)."""
 
     study: str = "mini"  # a name in params/ or a path to a study YAML
-    model: str = "byol"  # a name in the study's zoo, paper/<name>, timm:<name> or file:<path>
+    model: str = "byol"  # a name in the study's zoo, paper/<name>, timm:<name>, hf-hub:<repo> or file:<path>
     dataset: str = "all"  # "all" (the study's dense datasets) or one dataset name
     preset: str = ""  # "mini" or "paper" ("" = the study's setting, else "mini" for the mini zoo, "paper" otherwise)
     decoder: str = ""  # "upernet" or "ppm" for both tasks ("" = the preset's: upernet for segmentation, ppm for normals)
@@ -118,6 +118,7 @@ def run_dense_section(params: DenseParams) -> DenseRun:
     study = load_study(params.study)
     datasets = dense_datasets(study, params.dataset)
     device = params.device or None
+    require_resnet_stages(get_model_cfg(params.model, zoo=study.zoo), "dense")
     model = create_model(params.model, zoo=study.zoo, device=device)
     stamp = RowStamp("dense", model, params.seed, device)
     rows, results = [], {}

@@ -22,7 +22,7 @@ from ..evaluate.detection import (
     run_detection,
 )
 from ..exceptions import ConfigError
-from ..models import create_model
+from ..models import create_model, get_model_cfg, require_resnet_stages
 from ..paths import cache_dir
 from ..results import append_rows, params_hash
 from ..study import Study, load_study
@@ -58,7 +58,7 @@ class DetectionParams:
     """Parameters of ``notebooks/detection.ipynb`` (its parameters cell must match these defaults)."""
 
     study: str = "mini"  # a name in params/ or a path to a study YAML
-    model: str = "byol"  # a name in the study's zoo, paper/<name>, timm:<name> or file:<path>
+    model: str = "byol"  # a name in the study's zoo, paper/<name>, timm:<name>, hf-hub:<repo> or file:<path>
     dataset: str = "all"  # "all" (the study's detection datasets) or one dataset name
     # preset: "" = the zoo's (mini for the mini study, else the paper's detectron2 Base-RCNN-FPN schedule)
     preset: str = ""
@@ -124,6 +124,7 @@ def run_detection_section(params: DetectionParams) -> DetectionRun:
     settings = detection_settings(params.settings)
     datasets = detection_datasets(study, params.dataset)
     device = params.device or None
+    require_resnet_stages(get_model_cfg(params.model, zoo=study.zoo), "detection")
     model = create_model(params.model, zoo=study.zoo, device=device)
     stamp = RowStamp("detection", model, params.seed, device)
     rows, results = [], {}

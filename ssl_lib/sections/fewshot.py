@@ -42,7 +42,7 @@ class FewShotParams:
     """Parameters of ``notebooks/fewshot.ipynb`` (its parameters cell must match these defaults)."""
 
     study: str = "mini"  # a name in params/ or a path to a study YAML
-    model: str = "byol"  # a name in the study's zoo, paper/<name>, timm:<name> or file:<path>
+    model: str = "byol"  # a name in the study's zoo, paper/<name>, timm:<name>, hf-hub:<repo> or file:<path>
     dataset: str = "all"  # "all" (the study's few-shot datasets) or one dataset name
     shots: str = "5,20,50"  # comma-separated shot counts
     n_way: int = 5

@@ -30,6 +30,8 @@ __all__ = ["FinetuneParams", "FinetuneRun", "PROTOCOL", "finetune_cfg", "run_fin
 PROTOCOL = {
     "model": "pretrained backbone + new linear head, all weights trained, batch-norm in train mode",
     "optimiser": "SGD, Nesterov momentum 0.9, weight decay = wd / lr, cosine schedule stepped per iteration",
+    "layer decay": "off unless layer_decay is set: then timm's layer-wise lr decay over the backbone's blocks "
+                   "(lr x decay^depth from the top, no weight decay on biases, norms and tokens), head at lr",
     "augmentation": "RandomResizedCrop + horizontal flip (off: resize + centre crop)",
     "selection": "validation split (official, else seeded 20% carve of train); first best in grid order",
     "final": "the chosen (lr, wd) retrained on train+val, scored on test",
@@ -44,7 +46,7 @@ class FinetuneParams:
     """Parameters of ``notebooks/finetune.ipynb`` (its parameters cell must match these defaults)."""
 
     study: str = "mini"  # a name in params/ or a path to a study YAML
-    model: str = "byol"  # a name in the study's zoo, paper/<name>, timm:<name> or file:<path>
+    model: str = "byol"  # a name in the study's zoo, paper/<name>, timm:<name>, hf-hub:<repo> or file:<path>
     dataset: str = "all"  # "all" (the study's fine-tune datasets) or one dataset name
     # steps, lrs and wds: None / "" take the study's setting (mini: a small grid), else the paper's
     # (5000 steps; lr 0.1,0.01,0.001,0.0001; wd 0,1e-6,1e-5,1e-4,1e-3, divided by lr)
@@ -53,6 +55,9 @@ class FinetuneParams:
     lrs: str = ""
     wds: str = ""
     augment: bool = True  # RandomResizedCrop + flip (False: the code's --no-da)
+    # layer-wise lr decay (the modern ViT recipe, e.g. 0.65; timm backbones): None / "" take the study's
+    # setting, else off (the paper: one lr for every weight)
+    layer_decay: float | None = None
     seed: int = 0
     n_boot: int = 1000  # bootstrap resamples for the test-metric CI (0: none)
     results_path: str = ""  # CSV to append result rows to ("" = do not record)
@@ -79,10 +84,12 @@ def finetune_cfg(params: FinetuneParams) -> FinetuneCfg:
         value = getattr(params, name)
         return default if value in (None, "") else value
 
+    decay = pick("layer_decay", None)
     try:
         return FinetuneCfg(
             int(pick("steps", paper.steps)), params.batch_size, tuple(parse_numbers(pick("lrs", paper.lrs), "lrs")),
             tuple(parse_numbers(pick("wds", paper.wds), "wds")), bool(params.augment),
+            layer_decay=None if decay in (None, "") else parse_numbers(decay, "layer_decay")[0],
         )
     except ValueError as err:
         raise ConfigError(f"Fine-tune settings: {err}.") from None
@@ -90,7 +97,7 @@ def finetune_cfg(params: FinetuneParams) -> FinetuneCfg:
 
 def state_path(weights_hash: str, dataset: str, cfg: FinetuneCfg, seed: int):
     """Where one (model, dataset, protocol, seed) grid keeps its finished points."""
-    payload = json.dumps({"w": weights_hash, "d": dataset, "cfg": asdict(cfg), "seed": seed}, sort_keys=True)
+    payload = json.dumps({"w": weights_hash, "d": dataset, "cfg": cfg.identity(), "seed": seed}, sort_keys=True)
     return cache_dir("finetune") / f"{hashlib.sha256(payload.encode()).hexdigest()[:32]}.json"
 
 
@@ -103,7 +110,7 @@ def run_finetune_section(params: FinetuneParams) -> FinetuneRun:
     device = params.device or None
     model = create_model(params.model, zoo=study.zoo, device=device)
     stamp = RowStamp("finetune", model, params.seed, device, data_checks=checks)
-    protocol = {**asdict(cfg), "n_boot": params.n_boot, "carve_seed": 0}
+    protocol = {**cfg.identity(), "n_boot": params.n_boot, "carve_seed": 0}
     rows, cal_rows, results = [], [], {}
     bar = tqdm(total=len(datasets) * (len(cfg.grid) + 1), desc=f"finetune · {model.cfg.name}", file=sys.stderr,
                mininterval=10)

@@ -9,6 +9,8 @@ import time
 from dataclasses import dataclass
 
 import pandas as pd
+import torch
+import torchvision.transforms.v2.functional as TF
 from tqdm import tqdm
 
 from ..data import parse_accepted
@@ -19,14 +21,15 @@ from ..study import load_study
 from ._common import RowStamp, check_data, split_names, study_images
 from ._record import SECTIONS, Section
 
-__all__ = ["InvariancesParams", "PROTOCOL", "run_invariances", "transfer_table"]
+__all__ = ["InvariancesParams", "PROTOCOL", "run_invariances", "at_size", "transfer_table"]
 
 PROTOCOL = {
     "measure": "mean cosine similarity of whitened features, clean vs transformed (1 = invariant)",
     "whitening": "mean and inverse-covariance Cholesky factor of distinct reference images' features (ridge 1e-4 "
                  "of the mean eigenvalue); more references than feature dimensions, or the run stops",
     "distance": "Mahalanobis distance between clean and transformed features (0 = invariant)",
-    "images": "drawn with replacement with a seeded generator, as the follow-up's code",
+    "images": "drawn with replacement with a seeded generator, as the follow-up's code; resized (bilinear, "
+              "antialiased) to a model's input size when it differs (e.g. a ViT built for another size)",
 }
 
 
@@ -69,8 +72,9 @@ def run_invariances(params: InvariancesParams) -> pd.DataFrame:
     for spec in tqdm(models, desc="invariances", file=sys.stderr, mininterval=10):
         model = create_model(spec, zoo=study.zoo, device=device)
         start = time.perf_counter()
-        profile = invariance_profile(model, images, names, reference_images=reference, k=params.k,
-                                     batch_size=params.batch_size, device=device)
+        size = model.cfg.input_size
+        profile = invariance_profile(model, at_size(images, size), names, reference_images=at_size(reference, size),
+                                     k=params.k, batch_size=params.batch_size, device=device)
         seconds = time.perf_counter() - start
         profiles.append(profile.assign(model=model.cfg.name))
         stamp = RowStamp("invariances", model, params.seed, device, data_checks=checks)
@@ -91,6 +95,13 @@ def run_invariances(params: InvariancesParams) -> pd.DataFrame:
     out = pd.concat(profiles, ignore_index=True)
     out["group"] = out["transform"].map(lambda n: TRANSFORMS.get(n).group)
     return out
+
+
+def at_size(images: torch.Tensor, size: int) -> torch.Tensor:
+    """``images`` (N, 3, H, W) at ``size`` px square: the same images for every model, each at its input size."""
+    if images.shape[-2:] == (size, size):
+        return images
+    return TF.resize(images, [size, size], interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
 
 
 def transfer_table(params: InvariancesParams) -> pd.DataFrame:

@@ -42,7 +42,7 @@ class LinearParams:
     """Parameters of ``notebooks/linear.ipynb`` (its parameters cell must match these defaults)."""
 
     study: str = "mini"  # a name in params/ or a path to a study YAML
-    model: str = "byol"  # a name in the study's zoo, paper/<name>, timm:<name> or file:<path>
+    model: str = "byol"  # a name in the study's zoo, paper/<name>, timm:<name>, hf-hub:<repo> or file:<path>
     dataset: str = "all"  # "all" (the study's datasets for this section) or one dataset name
     solver: str = "torch"  # torch | sklearn | sklearn-paper
     seed: int = 0

@@ -30,7 +30,7 @@ from ..evaluate.retention import (
 )
 from ..exceptions import ConfigError
 from ..features import get_features
-from ..models import create_model
+from ..models import create_model, get_model_cfg, require_resnet_stages
 from ..results import append_rows, params_hash
 from ..study import load_study
 from ._common import RowStamp, check_data, section_datasets, split_names, study_images
@@ -134,6 +134,8 @@ def run_retention(params: RetentionParams) -> RetentionRun:
     except RuntimeError:
         raise ConfigError(f"device {params.device!r} is not a torch device; use 'cpu', 'cuda' or 'cuda:N'.") from None
     models = list(study.models) if params.model == "all" else split_names(params.model)
+    for spec in models:  # before any inversion starts
+        require_resnet_stages(get_model_cfg(spec, zoo=study.zoo), "retention")
     checks = check_data(section_datasets(study, "retention", params.dataset), params.accept_split_sizes, splits=("test",))
     checks.update(check_data([params.probe_dataset], params.accept_split_sizes, splits=(params.probe_split,)))
     images, sources = _inversion_images(params, study)
