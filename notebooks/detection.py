@@ -90,7 +90,7 @@ if run.preset == "mini":
 # %% tags=["remove-input"]
 extra = rows.extra.map(json.loads)
 table = rows.assign(
-    setting=rows.metric.str.split("_").str[0], metric=rows.metric.str.split("_").str[1],
+    setting=rows.protocol, metric=[m.removeprefix(f"{p}_") for m, p in zip(rows.metric, rows.protocol)],
     CI=[f"[{lo:.1f}, {hi:.1f}]" if np.isfinite(lo) else "" for lo, hi in zip(rows.ci_low, rows.ci_high)],
     final_loss=[e["final_loss"] for e in extra], resumed=[e["resumed"] for e in extra],
 )[["dataset", "setting", "metric", "value", "CI", "n_train", "n_eval", "final_loss", "resumed", "wall_seconds"]]

@@ -95,7 +95,7 @@ if not rows.empty:
 # %% tags=["remove-input"]
 if not rows.empty:
     ap50 = rows[rows.metric.isin(["frozen_AP50", "finetune_AP50"])].copy()
-    ap50["setting"] = ap50.metric.str.split("_").str[0]
+    ap50["setting"] = ap50.protocol
     datasets_present = list(ap50.dataset.cat.remove_unused_categories().cat.categories)
     fig, axes = plt.subplots(1, len(datasets_present), figsize=(max(6, 0.7 * ap50.model.nunique() + 2) * len(datasets_present), 3.4),
                              squeeze=False)

@@ -35,16 +35,15 @@ params = setup(globals(), "fewshot")  # one-line errors for unknown parameters
 
 # %% tags=["remove-cell"]
 # %matplotlib inline
-import json
 
 import matplotlib.pyplot as plt
 import pandas as pd
-import seaborn as sns
 from IPython.display import Markdown, display
 from myst_nb import glue
 
 from ssl_lib.sections import adapter_markdown, data_table
 from ssl_lib.sections.fewshot import PROTOCOL, run_fewshot_section
+from ssl_lib.results import parsed
 
 # %% [markdown]
 # # Few-shot evaluation
@@ -70,9 +69,9 @@ display(Markdown(adapter_markdown(rows.iloc[0])))
 
 # %% tags=["remove-input"]
 table = rows.assign(
-    shots=rows.metric.str.extract(r"(\d+)shot")[0].astype(int),
+    shots=parsed(rows, "protocol_params").n_shot,
     accuracy=[f"{v:.2f} ± {v - lo:.2f}" if pd.notna(v) else "skipped" for v, lo in zip(rows.value, rows.ci_low)],
-    note=[json.loads(e).get("skipped", "") for e in rows.extra],
+    note=parsed(rows, "extra").get("skipped", pd.Series("", index=rows.index)).fillna(""),
 )
 table.pivot(index="dataset", columns="shots", values="accuracy").rename(columns=lambda s: f"{s}-shot")
 

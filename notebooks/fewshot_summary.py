@@ -29,14 +29,14 @@ import seaborn as sns
 from IPython.display import Markdown, display
 from myst_nb import glue
 
-from ssl_lib.paper_tables import printed_table
 from ssl_lib.sections.summary import paper_with_ci, section_table, with_average
 from ssl_lib.study import load_study
+from ssl_lib.results import parsed
 
 study_cfg = load_study(params.study)
 rows = section_table(params, "fewshot")
 if not rows.empty:
-    rows = rows.assign(shots=rows.metric.astype(str).str.extract(r"(\d+)shot")[0].astype(int))
+    rows = rows.assign(shots=parsed(rows, "protocol_params").n_shot.astype(int))
     protocols = {json.dumps({k: v for k, v in json.loads(p).items() if k != "n_shot"}, sort_keys=True)
                  for p in rows.protocol_params}
 

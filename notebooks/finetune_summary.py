@@ -24,7 +24,6 @@ params = setup(globals(), "finetune_summary")  # one-line errors for unknown par
 import json
 
 import matplotlib.pyplot as plt
-import pandas as pd
 import seaborn as sns
 from IPython.display import Markdown, display
 from myst_nb import glue

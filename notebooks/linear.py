@@ -40,6 +40,7 @@ from myst_nb import glue
 from ssl_lib.sections.calibration import dataset_table, reliability_frame, reliability_plot
 from ssl_lib.sections import adapter_markdown, data_table
 from ssl_lib.sections.linear import PROTOCOL, run_linear_section, val_curves
+from ssl_lib.results import parsed
 
 
 # %% [markdown]
@@ -61,7 +62,7 @@ display(Markdown(adapter_markdown(rows.iloc[0])))
 
 # %% tags=["remove-input"]
 table = rows.assign(
-    C=rows.hyperparams.str.extract(r'"C": ([0-9.e+-]+)')[0].astype(float),
+    C=parsed(rows, "hyperparams").C,
     CI=rows.apply(lambda r: f"[{r.ci_low:.1f}, {r.ci_high:.1f}]", axis=1),
 )[["dataset", "metric", "value", "CI", "C", "selected_on", "n_train", "n_val", "n_eval", "wall_seconds"]]
 table.style.format({"value": "{:.2f}", "C": "{:.3g}", "wall_seconds": "{:.1f}"}).hide(axis="index")

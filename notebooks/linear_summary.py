@@ -64,7 +64,7 @@ else:
 if not rows.empty:
     wide = with_average(rows.pivot_table(index="model", columns="dataset", values="value", observed=True))
     # the source accuracy recorded with each model (the paper's ImageNet column), not in the average
-    source = rows.groupby("model", observed=True).extra.first().map(lambda e: json.loads(e).get("source_top1"))
+    source = rows.groupby("model", observed=True).source_top1.first()
     wide.insert(0, "source top-1", source.astype(float))
     fig, ax = plt.subplots(figsize=(1.0 + 0.9 * wide.shape[1], 0.8 + 0.45 * wide.shape[0]))
     sns.heatmap(wide, annot=True, fmt=".1f", cmap="viridis", cbar=False, ax=ax)

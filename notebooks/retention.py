@@ -134,7 +134,6 @@ plt.show()
 # `lpips-squeeze` are the paper's three networks (the optional `lpips` extra, online on first use).
 
 # %% tags=["remove-input"]
-from ssl_lib.paper_tables import paper_table
 
 from ssl_lib.paper_tables import printed_table
 

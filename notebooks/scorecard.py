@@ -21,7 +21,6 @@ from ssl_lib.notebook import setup
 params = setup(globals(), "scorecard")  # one-line errors for unknown parameters
 
 # %% tags=["remove-cell"]
-from IPython.display import Markdown, display
 from myst_nb import glue
 
 from ssl_lib.sections.scorecard import study_scorecard

@@ -8,7 +8,6 @@ setting's score averages the logit accuracies over its datasets (Fig 1).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 
 import pandas as pd
@@ -103,19 +102,15 @@ def paper_source_accuracy() -> pd.Series:
     return _table("table1_linear")["imagenet_top1"]
 
 
-def _source_top1(extra) -> float | None:
-    return json.loads(extra).get("source_top1") if isinstance(extra, str) else None
-
-
 def results_settings(results: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
     """This project's results as ``(settings, source top-1 %)``, shaped like :func:`paper_settings`.
 
     Each row's setting comes from its section's record (:func:`result_setting`); the latest
     row per (section, model, dataset, metric) wins, and NaN values (skipped settings) are left out
-    of the averages. The source accuracy is ``source_top1`` in the ``extra`` JSON.
+    of the averages. The source accuracy is each row's ``source_top1`` column.
     """
     key = ["section", "model", "dataset", "metric"]
-    absent = sorted({*key, "value", "created_utc", "extra"} - set(results.columns))
+    absent = sorted({*key, "value", "created_utc", "source_top1"} - set(results.columns))
     if absent:
         raise ConfigError(f"The results table lacks columns {absent}; pass ssl_lib.results.read_results(path).")
     rows = latest_rows(results)
@@ -127,11 +122,11 @@ def results_settings(results: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
 
         known = [n for n, record in SECTIONS.items() if record.setting is not None]
         raise ConfigError(f"The results table has no rows of a section with correlation settings ({', '.join(known)}).")
-    source = rows.assign(source=[_source_top1(e) for e in rows["extra"]]).dropna(subset=["source"])
+    source = rows.assign(source=pd.to_numeric(rows["source_top1"], errors="coerce")).dropna(subset=["source"])
     source = source.groupby("model")["source"].last().astype(float)  # rows are sorted: the latest
     missing = sorted(set(rows["model"]) - set(source.index))
     if missing:
-        raise ConfigError(f"No source_top1 in the 'extra' column for models {missing}; "
+        raise ConfigError(f"No source_top1 in the rows of models {missing}; "
                           "drop their rows or re-run them with a zoo that records source_top1.")
     value = rows["value"].astype(float)
     score = (-value).where(rows["metric"].isin(LOWER_IS_BETTER), logit(value))  # as to_score, row by row

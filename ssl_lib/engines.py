@@ -54,23 +54,36 @@ class Engine:
 
 
 def execute_graph(tasks: Iterable[Task], engine: Engine, on_finish: Callable[[Task, Outcome], None]) -> dict[str, Outcome]:
-    """Run every task once its needs have finished (whatever their outcome), at most ``engine.slots``
-    at a time, by priority and then in the given order among the ready ones. Needs outside the
-    graph are ignored."""
+    """Run every task once its needs have finished, at most ``engine.slots`` at a time, by priority
+    and then in the given order among the ready ones. A task whose needs *all* failed fails
+    without running (a page over rows that no run wrote would report an empty success); needs
+    outside the graph are ignored."""
     tasks = list(tasks)
     keys = {t.key for t in tasks}
     waiting = {t.key: {n for n in t.needs if n in keys and n != t.key} for t in tasks}
+    needs = {k: set(v) for k, v in waiting.items()}
     by_key = {t.key: t for t in tasks}
     order = sorted(range(len(tasks)), key=lambda i: (tasks[i].priority, i))
     pending, running, outcomes = [tasks[i].key for i in order], {}, {}
     while pending or running:
         for key in [k for k in pending if not waiting[k]]:
+            if needs[key] and all(outcomes[n].status == "failed" for n in needs[key]):
+                pending.remove(key)
+                outcomes[key] = Outcome("failed", f"every run it reads failed ({', '.join(sorted(needs[key]))})")
+                for rest in waiting.values():
+                    rest.discard(key)
+                on_finish(by_key[key], outcomes[key])
+                continue
             if len(running) >= engine.slots:
                 break
             pending.remove(key)
             running[engine.submit(by_key[key])] = key
-        if not running:  # a cycle would leave tasks waiting forever
-            raise ConfigError(f"Runs wait on each other: {pending}")
+        if not running:
+            if not pending:
+                break
+            if all(waiting[k] for k in pending):  # a cycle would leave tasks waiting forever
+                raise ConfigError(f"Runs wait on each other: {pending}")
+            continue
         for handle in engine.wait(list(running)):
             key = running.pop(handle)
             outcome = engine.result(handle)

@@ -18,7 +18,7 @@ import numbers
 from ._registry import unknown_name_message
 from .exceptions import ConfigError, UnknownNameError
 
-__all__ = ["setup", "resolve_params", "RANGES", "check_device"]
+__all__ = ["setup", "resolve_params", "RANGES", "check_device", "check_results_path"]
 
 # Names IPython puts in a kernel's namespace before any cell runs.
 _KERNEL_NAMES = {"In", "Out", "exit", "quit", "get_ipython", "open"}
@@ -45,6 +45,21 @@ def check_device(device: str) -> None:
                           "(torch.cuda.is_available() is False); pass -p device cpu or leave it empty.")
     if ":" in device and int(device[5:]) >= torch.cuda.device_count():
         raise ConfigError(f"Parameter 'device' is {device!r} but only {torch.cuda.device_count()} CUDA device(s) exist.")
+
+
+def check_results_path(path: str) -> None:
+    """A results table can be written there: its nearest existing folder is a writable folder."""
+    if not path:
+        return
+    import os
+    from pathlib import Path
+
+    folder = Path(path).expanduser().resolve().parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise ConfigError(f"Parameter 'results_path' is {path!r}, but {folder} is not a writable folder; "
+                          "pass a path in a folder you can write.")
 
 
 def _check_value(name: str, annotation: str, value) -> None:
@@ -97,8 +112,16 @@ def resolve_params(notebook: str, values: dict, *, study=None):
                 merged[name] = value
     for name, value in merged.items():
         _check_value(name, str(fields[name].type), value)
+    section = notebook.removesuffix("_summary")
+    if section in _sections():
+        from .sections import SECTIONS
+
+        for name, registry in SECTIONS.get(section).choices.items():
+            if merged.get(name) not in (None, ""):
+                registry.get(merged[name])  # unknown → one line with the close matches
     if "device" in merged:
         check_device(merged["device"])
+    check_results_path(merged.get("results_path", ""))
     return schema(**merged)
 
 

@@ -102,7 +102,11 @@ def save_outcomes(results_path: str | Path, name: str, kind: str, **arrays: np.n
     stem = hashlib.sha256(name.encode()).hexdigest()[:24]
     relative = f"{OUTCOMES_DIR}/{stem}.npz"
     path = Path(results_path).parent / relative
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"Cannot create {path.parent} for the outcomes ({err.strerror}); "
+                          "pass a results_path in a folder you can write.") from None
     with atomic_path(path, suffix=".npz") as tmp, open(tmp, "wb") as fh:
         np.savez_compressed(fh, kind=np.asarray(kind), name=np.asarray(name),
                             **{k: np.asarray(v) for k, v in arrays.items()})

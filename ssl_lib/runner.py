@@ -24,6 +24,8 @@ import yaml
 
 from .models import get_model_cfg
 from .models._mini import MINI_ZOO_DIR
+from ._registry import unknown_name_message
+from .exceptions import ConfigError, UnknownNameError
 from .paths import atomic_path, repo_root
 from .engines import Outcome, execute_graph
 from .kernels import KernelPool, NotebookFailed
@@ -235,14 +237,22 @@ def run_study(
     """
     from .engines import ENGINES, Task
 
+    if jobs < 1:
+        raise ConfigError(f"--jobs must be at least 1, got {jobs}.")
     study = load_study(study_name)
     for section in sections:
         study.section(section)  # one line naming the study's sections if misspelt
+    for model in models:
+        if model not in study.models:
+            raise UnknownNameError(unknown_name_message("model of this study", model, list(study.models),
+                                                        f"(in {study.path})"))
     book_dir = Path(book_dir) if book_dir else repo_root() / "book"
     out_dir = Path(out_dir) if out_dir else book_dir / "results"
     results_path = out_dir / "results.csv"
     runs = [r for r in plan_runs(study, out_dir, results_path)
             if (not sections or r.section in sections) and (not models or r.model in (*models, None))]
+    if not runs:
+        raise ConfigError(f"--section {list(sections)} and --model {list(models)} select no run of {study.path}.")
     if dry_run:
         log(f"study {study.path} · results {results_path} · outputs {out_dir}")
         for r in runs:

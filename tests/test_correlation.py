@@ -103,9 +103,9 @@ def test_paper_correlations_have_one_row_per_setting_and_method():
 
 
 def _row(section, model, dataset, metric, value, created="2024-01-01T00:00:00", source=50.0):
-    extra = json.dumps({"source_top1": source} if source is not None else {"skipped": "too few images"})
+    extra = json.dumps({} if source is not None else {"skipped": "too few images"})
     return ResultRow(section=section, model=model, dataset=dataset, metric=metric, value=value,
-                     created_utc=created, extra=extra)
+                     created_utc=created, extra=extra, source_top1=math.nan if source is None else source)
 
 
 def _results(rows):

@@ -71,11 +71,14 @@ def test_graph_starts_by_priority_and_survives_a_failing_task():
     tasks = [Task("late", lambda: order.append("late") or Outcome("done"), priority=2),
              Task("boom", boom, priority=1),
              Task("first", lambda: order.append("first") or Outcome("done"), priority=0),
-             Task("after", lambda: order.append("after") or Outcome("done"), needs=("boom",))]
+             Task("after", lambda: order.append("after") or Outcome("done"), needs=("boom", "first")),
+             Task("page", lambda: order.append("page") or Outcome("done"), needs=("boom",))]
     outcomes = execute_graph(tasks, local_engine(jobs=1), lambda t, o: None)
     assert order == ["first", "boom", "after", "late"]  # "after" (priority 0) is ready once "boom" ends
     assert outcomes["boom"].status == "failed" and "kernel died" in outcomes["boom"].message
-    assert outcomes["after"].status == "done"
+    assert outcomes["after"].status == "done"  # one of its inputs is there
+    # a page whose every input failed does not report an empty success
+    assert outcomes["page"].status == "failed" and "every run it reads failed (boom)" in outcomes["page"].message
 
 
 def test_a_cycle_and_a_bad_job_count_are_one_line_errors():

@@ -20,7 +20,7 @@ def results(tmp_path):
 def _row(section, model, dataset, metric, value, outcomes="", source=10.0, **extra):
     return {"section": section, "model": model, "dataset": dataset, "metric": metric, "value": value,
             "created_utc": "2026-01-01T00:00:00Z", "outcomes": outcomes,
-            "extra": json.dumps({"source_top1": source, **extra})}
+            "source_top1": source, "extra": json.dumps(extra)}
 
 
 def _classifier(results, section, model, dataset, accuracy, *, n=600, seed=0, metric="top1", source=10.0):

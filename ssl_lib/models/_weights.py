@@ -148,9 +148,22 @@ def load_checkpoint(path: Path) -> Mapping[str, torch.Tensor]:
         return safetensors.torch.load_file(str(path), device="cpu")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
-        first = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
-        raise ConfigError(f"Checkpoint {path} cannot be read as a PyTorch state dict ({first}).") from None
+    except pickle.UnpicklingError as err:
+        if "weights_only" in str(err) or "Weights only load failed" in str(err):
+            raise ConfigError(
+                f"Checkpoint {path} holds Python objects besides tensors (e.g. an optimizer or a class), which a "
+                "safe load (weights_only=True) refuses: save only the weights (torch.save(model.state_dict(), path)), "
+                "or re-save the state dict from a session you trust."
+            ) from None
+        raise ConfigError(f"Checkpoint {path} cannot be read as a PyTorch state dict ({_first_line(err)}).") from None
+    except (RuntimeError, EOFError, OSError) as err:  # truncated, corrupt, or not a zip / pickle at all
+        raise ConfigError(f"Checkpoint {path} cannot be read as a PyTorch state dict ({_first_line(err)}); "
+                          "it may be truncated: download or save it again.") from None
+
+
+def _first_line(err: BaseException) -> str:
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip()  # torch colours parts of its messages
+    return text.splitlines()[0][:160] if text else type(err).__name__
 
 
 def convert_state_dict(

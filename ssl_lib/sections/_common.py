@@ -132,6 +132,9 @@ class RowStamp:
     def row(self, **fields) -> ResultRow:
         """A row with the run's identity and the model's adapter contract (pooling, layer, input)."""
         fields.setdefault("data_check", self.data_checks.get(fields.get("dataset", ""), ""))
+        fields.setdefault("protocol", self.section)
+        source = self.model.cfg.source_top1
+        fields.setdefault("source_top1", float(source) if source is not None else float("nan"))
         return ResultRow(
             section=self.section, model=self.model.cfg.name, zoo=self.model.cfg.zoo,
             weights_sha256=self.model.weights_hash, seed=self.seed, run_id=self.run_id,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .._registry import Registry
@@ -31,7 +31,8 @@ class Section:
     pages depend on (``"*"``: every section): those runs finish first, and a change in their rows
     re-runs the page. ``compute`` runs evaluate models (a GPU on a cluster). ``tasks`` are the
     dataset tasks it takes (see :data:`ssl_lib.data.TASKS`); ``setting(dataset, metric)`` maps
-    one of its result rows to a correlation setting (None: not correlated).
+    one of its result rows to a correlation setting (None: not correlated). ``choices`` name the
+    registry each string parameter must name (an unset ``""`` keeps the section's default).
     """
 
     name: str
@@ -45,6 +46,7 @@ class Section:
     tasks: tuple[str, ...] = ()
     setting: Callable[[str, str], str | None] | None = None
     summary: type | None = None
+    choices: dict[str, Registry] = field(default_factory=dict)  # parameter → the registry its value names
     notebooks_dir: Path | None = None  # None: the repository's notebooks/
 
     def __post_init__(self) -> None:

@@ -20,6 +20,7 @@ from tqdm import tqdm
 from ..correlation import paper_settings, paper_source_accuracy, results_settings
 from ..data import parse_accepted
 from ..evaluate.attention import (
+    BORDERS,
     Occlusion,
     attention_images,
     attentive_diffusion,
@@ -126,7 +127,7 @@ def run_attention(params: AttentionParams) -> AttentionRun:
             ci_high=high, ci_method=f"bootstrap{params.n_boot} over images" if params.n_boot else "",
             eval_split=params.split, n_eval=params.n_images, protocol_params=json.dumps(protocol, sort_keys=True),
             params_hash=params_hash(protocol), selected_on="(no hyperparameters)", wall_seconds=seconds,
-            extra=json.dumps({"study": study.name, "source_top1": model.cfg.source_top1, "mask": params.mask,
+            extra=json.dumps({"study": study.name, "mask": params.mask,
                               "stride": params.stride, "n_images": params.n_images,
                               "fixed_pattern_share": fixed_pattern_share(sal),
                               "per_image": [round(float(d), 4) for d in diffusion]}),
@@ -150,7 +151,7 @@ def diffusion_correlations(rows: pd.DataFrame, results_path: str, *, n_boot: int
     and, when ``results_path`` holds linear rows for these models, with the linear setting (the mean
     logit accuracy over datasets, as the correlation section): Table 9's 0.09 and the text's 0.38."""
     diffusion = logit(rows.set_index("model")["value"].astype(float))
-    source = rows.set_index("model").extra.map(lambda e: json.loads(e).get("source_top1")).dropna().astype(float)
+    source = rows.set_index("model").source_top1.dropna().astype(float)
     against = {"source top-1": logit(source)}
     if results_path:
         linear = latest_rows(read_results(results_path), "linear")
@@ -188,4 +189,5 @@ def paper_correlations() -> dict[str, float]:
 SECTIONS.add("attention", Section(
     "attention", "Attention", 90, AttentionParams, run_attention, per_model=False, reads=("linear",),
     tasks=("classification",), setting=lambda dataset, metric: metric if metric == "attentive_diffusion" else None,
+    choices={"border": BORDERS},
 ))

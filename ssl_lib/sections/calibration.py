@@ -20,7 +20,7 @@ import pandas as pd
 
 from ..evaluate.calibration import CV_FOLDS, Calibration, Reliability
 from ..paper_tables import paper_table
-from ..results import COLUMNS, ResultRow, latest_rows, params_hash, read_results
+from ..results import COLUMNS, ResultRow, latest_rows, params_hash, parsed, read_results
 from ..stats import correlation, correlation_ci, logit
 from ..study import load_study
 from ._common import RowStamp, split_names
@@ -80,7 +80,7 @@ def calibration_rows(stamp: RowStamp, cal: Calibration, *, protocol: str, datase
         selected_on = f"val ({val_source})" if variant == "scaled_val" else VARIANTS[variant]
         bins = cal.bins.get(variant)
         row = stamp.row(
-            dataset=dataset, metric=f"ece_{protocol}_{variant}", value=value, train_split="train+val",
+            dataset=dataset, metric=f"ece_{protocol}_{variant}", value=value, protocol=protocol, train_split="train+val",
             eval_split="test", n_train=n_train, n_val=n_val, n_eval=cal.n_test,
             protocol_params=json.dumps(protocol_params, sort_keys=True), hyperparams=json.dumps(temperature),
             selected_on=selected_on, params_hash=params_hash(protocol_params), wall_seconds=seconds / len(values),
@@ -136,15 +136,14 @@ def model_table(rows: pd.DataFrame, models: list[str] | None = None) -> pd.DataF
 def dataset_table(rows: pd.DataFrame, models: list[str] | None = None) -> pd.DataFrame:
     """(model, protocol, dataset) x (unscaled, scaled, scaled_val) ECE, with the temperatures; models
     in the order of ``models``, linear before fine-tune."""
-    parts = rows.assign(protocol=rows.metric.str.split("_").str[1],
-                        variant=rows.metric.str.split("_", n=2).str[2])
+    extra = parsed(rows, "extra")
+    parts = rows.assign(variant=extra["variant"], t_val=extra.get("T"), t_folds=extra.get("T_folds"))
     wide = parts.pivot_table(index=["model", "protocol", "dataset"], columns="variant", values="value")
     wide = wide.reindex(columns=[v for v in VARIANTS if v in wide.columns])
     wide.columns.name = None
-    t_val = parts[parts.variant == "scaled_val"].set_index(["model", "protocol", "dataset"]).extra.map(
-        lambda e: json.loads(e).get("T"))
-    t_cv = parts[parts.variant == "scaled"].set_index(["model", "protocol", "dataset"]).extra.map(
-        lambda e: float(np.median(json.loads(e).get("T_folds") or [np.nan])))
+    t_val = parts[parts.variant == "scaled_val"].set_index(["model", "protocol", "dataset"]).t_val
+    t_cv = parts[parts.variant == "scaled"].set_index(["model", "protocol", "dataset"]).t_folds.map(
+        lambda folds: float(np.median(folds)) if isinstance(folds, list) and folds else np.nan)
     rank = {"model": {m: i for i, m in enumerate(models or [])}, "protocol": {p: i for i, p in enumerate(PROTOCOLS)}}
 
     def order(level: pd.Index) -> pd.Index:
@@ -200,7 +199,7 @@ def paper_ece() -> pd.DataFrame:
 
 def source_top1(rows: pd.DataFrame) -> pd.Series:
     """Each model's source (ImageNet / mini-source) top-1 %, as recorded in the rows' ``extra``."""
-    values = rows.groupby("model").extra.last().map(lambda e: json.loads(e).get("source_top1"))
+    values = rows.groupby("model").source_top1.last()
     return values.dropna().astype(float)
 
 

@@ -12,7 +12,8 @@ import pandas as pd
 from tqdm import tqdm
 
 from ..data.dense import get_dense_task
-from ..evaluate.dense import DenseCfg, DenseResult, cfg_dict, preset_cfg, run_dense_task
+from .._registry import Registry
+from ..evaluate.dense import DECODERS, PRESETS, DenseCfg, DenseResult, cfg_dict, preset_cfg, run_dense_task
 from ..exceptions import ConfigError
 from ..metrics.dense import NORMALS_METRICS, SEG_METRICS
 from ..models import create_model, get_model_cfg, require_resnet_stages
@@ -131,7 +132,7 @@ def run_dense_section(params: DenseParams) -> DenseRun:
                                 progress=True)
         results[name] = result
         protocol = {**cfg_dict(cfg), "n_boot": params.n_boot}
-        extra = {"study": study.name, "source_top1": model.cfg.source_top1, **result.extra,
+        extra = {"study": study.name, **result.extra,
                  "freeze_set_by": freeze_source(params),
                  "seconds": {k: round(v, 3) for k, v in result.seconds.items()}}
         if result.iou_per_class:
@@ -140,7 +141,7 @@ def run_dense_section(params: DenseParams) -> DenseRun:
         outcomes = stamp.save_outcomes(params.results_path, name, kind, params_hash(protocol), kind, **arrays)
         for metric, value, low, high in _row_values(result):
             rows.append(stamp.row(
-                dataset=name, metric=metric, value=float(value), ci_low=float(low), ci_high=float(high),
+                dataset=name, metric=metric, value=float(value), protocol=kind, ci_low=float(low), ci_high=float(high),
                 ci_method=f"bootstrap{params.n_boot} over test images" if params.n_boot and not np.isnan(low) else "",
                 train_split="train", eval_split="test", n_train=result.n_train, n_eval=result.n_test,
                 protocol_params=json.dumps(protocol, sort_keys=True), hyperparams="{}",
@@ -160,7 +161,11 @@ def loss_table(run: DenseRun) -> pd.DataFrame:
 
 
 _SETTINGS = {"sn_within_11.25": "surface_normals", "seg_mean_iou": "segmentation"}  # the paper's Fig 1
+_NORMALS_HEADS: Registry[str] = Registry("normals head")  # the normals task's two heads (segmentation has one)
+_NORMALS_HEADS.add("classification", "the paper's 40-way k-means classification")
+_NORMALS_HEADS.add("regression", "3 channels, L2-normalised, cosine loss")
 SECTIONS.add("dense", Section(
     "dense", "Dense prediction", 50, DenseParams, run_dense_section, reads=("dense",), tasks=("segmentation", "normals"),
     setting=lambda dataset, metric: _SETTINGS.get(metric), summary=SummaryParams,
+    choices={"preset": PRESETS, "decoder": DECODERS, "normals_head": _NORMALS_HEADS},
 ))

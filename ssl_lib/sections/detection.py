@@ -146,7 +146,7 @@ def run_detection_section(params: DetectionParams) -> DetectionRun:
             results[(name, setting)] = result
             tail = result.losses[-10:]
             extra = {
-                "study": study.name, "source_top1": model.cfg.source_top1, "weights_check": result.weights_check,
+                "study": study.name, "weights_check": result.weights_check,
                 "iterations": len(result.losses), "final_loss": float(np.mean(tail)) if tail else float("nan"),
                 "resumed": result.resumed, "train_seconds": result.train_seconds,
                 "eval_seconds": result.eval_seconds,
@@ -157,7 +157,7 @@ def run_detection_section(params: DetectionParams) -> DetectionRun:
             for metric in METRICS:
                 low, high = result.ci.get(metric, (float("nan"), float("nan")))
                 rows.append(stamp.row(
-                    dataset=name, metric=f"{setting}_{metric}", value=result.metrics[metric], ci_low=low,
+                    dataset=name, metric=f"{setting}_{metric}", value=result.metrics[metric], protocol=setting, ci_low=low,
                     ci_high=high, ci_method=f"BCa bootstrap{params.n_boot} over test images" if params.n_boot else "",
                     train_split=spec.train_split, eval_split=spec.test_split, n_train=result.n_train,
                     n_eval=result.n_test, protocol_params=json.dumps(protocol, sort_keys=True),
@@ -176,4 +176,5 @@ _SETTINGS = {"frozen_AP50": "detection_frozen", "finetune_AP50": "detection_fine
 SECTIONS.add("detection", Section(
     "detection", "Detection", 40, DetectionParams, run_detection_section, reads=("detection",), tasks=("detection",),
     setting=lambda dataset, metric: _SETTINGS.get(metric), summary=SummaryParams,
+    choices={"preset": DETECTION_PRESETS},
 ))

@@ -102,7 +102,8 @@ def run_fewshot_section(params: FewShotParams) -> FewShotRun:
             cfg = EpisodeCfg(params.n_way, n_shot, params.n_query, params.n_episodes)
             protocol = {**asdict(cfg), "resize": params.resize, "episode_seed": params.seed}
             common = dict(
-                dataset=name, metric=metric_name(cfg.n_way, n_shot), train_split="(none)",
+                dataset=name, metric=metric_name(cfg.n_way, n_shot), protocol=metric_name(cfg.n_way, n_shot),
+                train_split="(none)",
                 eval_split="train+val+test episodes", n_eval=len(labels),
                 protocol_params=json.dumps(protocol, sort_keys=True), hyperparams="{}",
                 selected_on="(no hyperparameters)", params_hash=params_hash(protocol),
@@ -110,7 +111,7 @@ def run_fewshot_section(params: FewShotParams) -> FewShotRun:
             )
             reason = shortfall(labels, cfg)
             if reason is not None:
-                rows.append(stamp.row(value=math.nan, extra=json.dumps({"study": study.name, "source_top1": model.cfg.source_top1,
+                rows.append(stamp.row(value=math.nan, extra=json.dumps({"study": study.name,
                                                         "skipped": reason}),
                                       wall_seconds=0.0, **common))
                 continue
@@ -124,7 +125,7 @@ def run_fewshot_section(params: FewShotParams) -> FewShotRun:
                 value=result.accuracy, ci_low=result.accuracy - result.ci95, ci_high=result.accuracy + result.ci95,
                 ci_method=f"1.96·std/√{cfg.n_episodes} over episodes",
                 wall_seconds=time.perf_counter() - start,
-                extra=json.dumps({"study": study.name, "source_top1": model.cfg.source_top1,
+                extra=json.dumps({"study": study.name,
                                   "episodes_seconds": time.perf_counter() - fit_start,
                                   "extract_seconds": extract_seconds}),
                 outcomes=outcomes, **common,
@@ -141,4 +142,5 @@ SECTIONS.add("fewshot", Section(
     "fewshot", "Few-shot", 30, FewShotParams, run_fewshot_section, reads=("fewshot",),
     tasks=("classification", "few-shot-only"),
     setting=lambda dataset, metric: f"fewshot_{fewshot_suite(dataset)}_{metric.split('-')[-1]}", summary=SummaryParams,
+    choices={"resize": RESIZES},
 ))

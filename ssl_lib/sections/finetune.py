@@ -134,7 +134,7 @@ def run_finetune_section(params: FinetuneParams) -> FinetuneRun:
             hyperparams=json.dumps({"lr": result.best_lr, "wd": result.best_wd}),
             selected_on=f"val ({result.val_source})", params_hash=params_hash(protocol),
             wall_seconds=time.perf_counter() - start,
-            extra=json.dumps({"study": study.name, "source_top1": model.cfg.source_top1,
+            extra=json.dumps({"study": study.name,
                               "resumed_points": result.resumed_points, "grid": result.grid}),
             outcomes=outcomes,
         ))
@@ -143,7 +143,7 @@ def run_finetune_section(params: FinetuneParams) -> FinetuneRun:
             cal_rows += calibration_rows(
                 stamp, cal, protocol="finetune", dataset=name,
                 protocol_params=protocol, n_train=result.n_train, n_val=result.n_val, val_source=result.val_source,
-                extra={"study": study.name, "source_top1": model.cfg.source_top1, "lr": result.best_lr,
+                extra={"study": study.name, "lr": result.best_lr,
                        "wd": result.best_wd},
                 seconds=cal.seconds,
             )

@@ -87,7 +87,7 @@ def run_invariances(params: InvariancesParams) -> pd.DataFrame:
                     protocol_params=json.dumps(protocol, sort_keys=True),
                     params_hash=params_hash(protocol), selected_on="(no hyperparameters)",
                     wall_seconds=seconds / len(means),
-                    extra=json.dumps({"study": study.name, "source_top1": model.cfg.source_top1,
+                    extra=json.dumps({"study": study.name,
                                       "group": TRANSFORMS.get(transform).group}),
                 ))
     if params.results_path:

@@ -104,7 +104,7 @@ def run_linear_section(params: LinearParams) -> LinearRun:
             selected_on=f"val ({splits.val_source})", params_hash=params_hash(protocol_params),
             feature_cache_key=json.dumps(splits.cache_keys, sort_keys=True),
             wall_seconds=time.perf_counter() - start,
-            extra=json.dumps({"study": study.name, "source_top1": model.cfg.source_top1,
+            extra=json.dumps({"study": study.name,
                               "fit_seconds": result.fit_seconds, "extract_seconds": splits.extract_seconds}),
             outcomes=outcomes,
         ))
@@ -116,7 +116,7 @@ def run_linear_section(params: LinearParams) -> LinearRun:
             cal_rows += calibration_rows(
                 stamp, cal, protocol="linear", dataset=name, protocol_params=protocol_params,
                 n_train=result.n_train, n_val=result.n_val, val_source=splits.val_source,
-                extra={"study": study.name, "source_top1": model.cfg.source_top1, "C": result.best_C},
+                extra={"study": study.name, "C": result.best_C},
                 seconds=time.perf_counter() - start,
             )
     if params.results_path:
@@ -136,5 +136,5 @@ def val_curves(run: LinearRun) -> pd.DataFrame:
 
 SECTIONS.add("linear", Section(
     "linear", "Linear", 10, LinearParams, run_linear_section, reads=("linear",), tasks=("classification", "multilabel"),
-    setting=lambda dataset, metric: "linear", summary=SummaryParams,
+    setting=lambda dataset, metric: "linear", summary=SummaryParams, choices={"solver": SOLVERS},
 ))

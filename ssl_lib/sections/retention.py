@@ -23,6 +23,7 @@ from ..data import get_dataset_spec, open_split, parse_accepted
 from ..evaluate.invariance import image_features
 from ..evaluate.retention import (
     GENERATORS,
+    PERCEPTUAL_NETS,
     attribute_probe,
     image_attributes,
     perceptual_net,
@@ -178,14 +179,15 @@ def run_retention(params: RetentionParams) -> RetentionRun:
             probe = metric.startswith("probe_r2")
             rows.append(stamp.row(
                 dataset=params.probe_dataset if probe else ",".join(dict.fromkeys(sources)), metric=metric,
-                value=float(value), eval_split=params.probe_split if probe else "test",
+                value=float(value), protocol="ridge probe" if probe else "inversion",
+                eval_split=params.probe_split if probe else "test",
                 n_eval=len(attributes) if probe else len(images),
                 protocol_params=json.dumps(protocol, sort_keys=True), params_hash=params_hash(protocol),
                 selected_on="(ridge alpha by inner CV)" if probe else "(no hyperparameters)",
                 feature_cache_key=cache_key if probe else "", wall_seconds=seconds / len(values),
                 data_check=checks[params.probe_dataset] if probe else "; ".join(
                     f"{d}: {checks[d]}" for d in dict.fromkeys(sources) if checks.get(d)),
-                extra=json.dumps({"study": study.name, "source_top1": model.cfg.source_top1}),
+                extra=json.dumps({"study": study.name}),
                 outcomes=outcomes if metric == "colour_mse_mean" else "",
             ))
     if params.results_path:
@@ -197,4 +199,5 @@ def run_retention(params: RetentionParams) -> RetentionRun:
 SECTIONS.add("retention", Section(
     "retention", "Retention", 80, RetentionParams, run_retention, per_model=False,
     tasks=("classification", "multilabel", "few-shot-only"),
+    choices={"generator": GENERATORS, "perceptual_net": PERCEPTUAL_NETS},
 ))
