@@ -15,6 +15,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,6 +90,40 @@ def feature_cache_key(
 
 
 @torch.inference_mode()
+def forward_batches(
+    model: FeatureModel, batches: Iterable[torch.Tensor], *, device: torch.device | str | None = None,
+    precision: str = "auto", transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """The one forward path of the library: ``(N, D)`` float32 pooled features of image batches
+    (float, [0, 1]), each moved to ``device`` and passed through ``transform`` there, run as
+    :func:`extraction_mode` says. Sections (through :func:`extract_features`), the invariance and
+    retention probes and the mini zoo's source probe all come through here.
+
+    ``precision="fp32"`` turns autocast off even on CUDA (the invariance probe whitens features,
+    which magnifies bf16 rounding).
+    """
+    if precision not in ("auto", "fp32"):
+        raise ValueError(f"precision must be 'auto' or 'fp32', got {precision!r}")
+    device = torch.device(device) if device is not None else default_device()
+    mode = extraction_mode(device) if precision == "auto" else {"autocast": "off", "channels_last": False}
+    autocast = getattr(torch, mode["autocast"]) if mode["autocast"] != "off" else None
+    model = model.to(device).eval()
+    if mode["channels_last"]:
+        model = model.to(memory_format=torch.channels_last)
+    out = []
+    for images in batches:
+        images = images.to(device, non_blocking=True)
+        if transform is not None:
+            images = transform(images)
+        if mode["channels_last"]:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
+            out.append(model(images).float().cpu())
+    if not out:
+        raise ValueError("no images to extract features from: the dataset is empty")
+    return torch.cat(out)
+
+
 def extract_features(
     model: FeatureModel,
     dataset: Dataset,
@@ -98,31 +133,26 @@ def extract_features(
     device: torch.device | str | None = None,
     desc: str = "features",
     progress: bool = True,
+    precision: str = "auto",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Pooled features of every item in ``dataset``, in order, run as :func:`extraction_mode` says."""
+    """Pooled features and labels of every item in ``dataset``, in order (:func:`forward_batches`)."""
     device = torch.device(device) if device is not None else default_device()
-    mode = extraction_mode(device)
-    on_cuda = device.type == "cuda"
-    autocast = getattr(torch, mode["autocast"]) if mode["autocast"] != "off" else None
-    model = model.to(device).eval()
-    if mode["channels_last"]:
-        model = model.to(memory_format=torch.channels_last)
     loader = DataLoader(
         dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-        pin_memory=on_cuda, persistent_workers=False,
+        pin_memory=device.type == "cuda", persistent_workers=False,
     )
-    feats, labels = [], []
-    for images, targets in tqdm(loader, desc=desc, disable=not progress, leave=False, mininterval=1.0):
-        images = images.to(device, non_blocking=True)
-        if mode["channels_last"]:
-            images = images.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
-            out = model(images)
-        feats.append(out.float().cpu())
-        labels.append(torch.as_tensor(targets))
-    if not feats:
-        raise ValueError(f"{desc}: the dataset is empty")
-    return torch.cat(feats).numpy(), torch.cat(labels).numpy()
+    labels = []
+
+    def images():
+        for batch, targets in tqdm(loader, desc=desc, disable=not progress, leave=False, mininterval=1.0):
+            labels.append(torch.as_tensor(targets))
+            yield batch
+
+    try:
+        feats = forward_batches(model, images(), device=device, precision=precision)
+    except ValueError:
+        raise ValueError(f"{desc}: the dataset is empty") from None
+    return feats.numpy(), torch.cat(labels).numpy()
 
 
 def _read_cache(path: Path, key: str) -> Features | None:

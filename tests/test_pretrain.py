@@ -269,7 +269,7 @@ def test_pretrain_does_not_touch_global_rng_and_random_is_untrained():
     torch.manual_seed(123)
     before = torch.rand(1)
     torch.manual_seed(123)
-    backbone, losses = pretrain(ZOO.get("random"), *_toy_batch(), 3, show_progress=False)
+    backbone, losses, _ = pretrain(ZOO.get("random"), *_toy_batch(), 3, show_progress=False)
     assert torch.rand(1).item() == before.item() and losses == []
     assert torch.equal(backbone.state_dict()["conv1.weight"], build_backbone(0).state_dict()["conv1.weight"])
 
@@ -277,15 +277,15 @@ def test_pretrain_does_not_touch_global_rng_and_random_is_untrained():
 def test_pretrain_tiny_epoch():
     images, labels = _toy_batch(16)
     recipe = Recipe("byol", "simclr", epochs=1, batch_size=8)
-    backbone, losses = pretrain(recipe, images, labels, 3, show_progress=False)
-    assert len(losses) == 1 and backbone(torch.zeros(2, 3, 32, 32)).shape == (2, 256)
+    backbone, losses, seconds = pretrain(recipe, images, labels, 3, show_progress=False)
+    assert len(losses) == 1 and seconds > 0 and backbone(torch.zeros(2, 3, 32, 32)).shape == (2, 256)
 
 
 def test_same_seed_gives_same_checkpoint_bytes(tmp_path):
     images, labels = _toy_batch(16)
     recipe = Recipe("moco-v2", "simclr", epochs=1, batch_size=8, seed=3)
     for name in ("a", "b"):
-        backbone, _ = pretrain(recipe, images, labels, 3, show_progress=False)
+        backbone, _, _ = pretrain(recipe, images, labels, 3, show_progress=False)
         save_checkpoint(backbone, {"recipe": recipe.to_dict()}, tmp_path / f"{name}.pth")
     assert (tmp_path / "a.pth").read_bytes() == (tmp_path / "b.pth").read_bytes()
 
@@ -308,7 +308,7 @@ def test_manifest_entries_are_merged_in_zoo_order(tmp_path):
     write_manifest_entry(tmp_path, "random", {"source_top1": 1.0})
     write_manifest_entry(tmp_path, "simclr", {"source_top1": 2.0})
     assert list(read_manifest(tmp_path)) == ["simclr", "random"]
-    assert json.loads((tmp_path / "manifest.json").read_text())["random"] == {"source_top1": 1.0}
+    assert json.loads((tmp_path / "manifest.json").read_text())["random"] == {"source_top1": 1.0, "ratio_to_supervised": None}
 
 
 def test_zoo_names_and_recipes():
@@ -331,3 +331,96 @@ def test_unknown_names_give_one_line_with_close_matches(registry, name, close):
     message = str(info.value)
     assert isinstance(info.value, SSLLibError) and "\n" not in message
     assert repr(name) in message and repr(close) in message
+
+
+# --------------------------------------------------------------------------------------------
+# Pretraining at a smaller input size, and resuming after a kill
+
+
+def test_views_are_cropped_to_the_training_size_channels_last():
+    images, _ = _toy_batch(4)
+    views = make_views(images, "simclr-mini", 2, torch.Generator().manual_seed(0), size=16)
+    assert [v.shape for v in views] == [(4, 3, 16, 16)] * 2
+    assert views[0].is_contiguous(memory_format=torch.channels_last)
+    whole = A.resize_crops(A.to_float(images), T([[0.0, 0.0, 32.0, 32.0]] * 4), size=16)
+    # a 2x downscale of the whole image averages each 2x2 block (no aliasing)
+    blocks = A.to_float(images).unfold(2, 2, 2).unfold(3, 2, 2).mean((-1, -2))
+    assert torch.allclose(whole, blocks, atol=1e-5)
+
+
+def _interrupt_after(monkeypatch, steps: int):
+    """Make the training loop die after ``steps`` steps, as a kill would."""
+    import ssl_lib.pretrain.train as train_module
+
+    calls = {"n": 0}
+    real = train_module.train_step
+
+    def dying(*args, **kwargs):
+        if calls["n"] >= steps:
+            raise KeyboardInterrupt("killed")
+        calls["n"] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "train_step", dying)
+    return calls
+
+
+@pytest.mark.parametrize("objective", ["moco-v2", "dino"])  # a queue and a shuffle generator; EMA teacher and centre
+def test_a_killed_training_resumes_from_its_last_epoch_with_the_same_bytes(objective, tmp_path, monkeypatch):
+    images, labels = _toy_batch(16)
+    recipe = Recipe(objective, "simclr-mini", epochs=3, batch_size=8, seed=4, train_size=16)
+    whole, whole_losses, _ = pretrain(recipe, images, labels, 3, show_progress=False)
+    state = tmp_path / "state.pt"
+    calls = _interrupt_after(monkeypatch, steps=5)  # 2 steps per epoch: dies in the third epoch
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(recipe, images, labels, 3, show_progress=False, state_path=state)
+    monkeypatch.undo()
+    calls = _interrupt_after(monkeypatch, steps=10**6)
+    resumed, losses, _ = pretrain(recipe, images, labels, 3, show_progress=False, state_path=state)
+    assert calls["n"] == 2  # only the lost (third) epoch ran again: at most one epoch lost
+    assert losses == whole_losses
+    assert all(torch.equal(a, b) for a, b in zip(resumed.state_dict().values(), whole.state_dict().values()))
+    other = Recipe(objective, "simclr-mini", epochs=3, batch_size=8, seed=5, train_size=16)
+    from ssl_lib.pretrain.train import TrainingState
+
+    assert TrainingState.load(state, other.identity()) is None  # another recipe never resumes this state
+
+
+def test_a_killed_regeneration_of_the_zoo_skips_finished_models(tmp_path, monkeypatch):
+    from ssl_lib.pretrain import zoo as Z
+
+    tiny = {"supervised": Recipe("supervised", "supervised", epochs=1, batch_size=64, train_size=8),
+            "simclr": Recipe("simclr", "simclr-mini", epochs=2, batch_size=64, train_size=8)}
+    monkeypatch.setattr(Z, "ZOO", _Tiny(tiny))
+    monkeypatch.setattr(Z, "load_source", lambda seed=0: _small_source())
+    monkeypatch.setattr(Z, "cache_dir", lambda name: tmp_path / "cache" / name)
+    out = tmp_path / "zoo"
+    calls = _interrupt_after(monkeypatch, steps=4 + 4 + 2)  # supervised (4 steps), simclr's epoch 1, then dies
+    with pytest.raises(KeyboardInterrupt):
+        Z.build_zoo(list(tiny), out, force=True)
+    first = (out / "supervised.pth").read_bytes()
+    monkeypatch.undo()
+    monkeypatch.setattr(Z, "ZOO", _Tiny(tiny))
+    monkeypatch.setattr(Z, "load_source", lambda seed=0: _small_source())
+    monkeypatch.setattr(Z, "cache_dir", lambda name: tmp_path / "cache" / name)
+    calls = _interrupt_after(monkeypatch, steps=10**6)
+    entries = Z.build_zoo(list(tiny), out, force=True)
+    assert calls["n"] == 4  # supervised kept, simclr resumed at its second epoch (4 steps)
+    assert (out / "supervised.pth").read_bytes() == first
+    assert entries["simclr"]["epochs"] == 2 and len(entries["simclr"]["loss_curve"]) == 2
+    manifest = read_manifest(out)
+    assert manifest["simclr"]["ratio_to_supervised"] == round(
+        manifest["simclr"]["source_top1"] / manifest["supervised"]["source_top1"], 3)
+    assert {"device", "train_seconds", "final_loss", "recipe"} <= set(manifest["simclr"])
+    assert not list((tmp_path / "cache" / "pretrain").glob("*"))  # states and the plan are cleaned up
+
+
+class _Tiny(dict):
+    def get(self, name):
+        return self[name]
+
+
+def _small_source():
+    g = np.random.default_rng(0)
+    split = lambda n: (g.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), np.arange(n) % 3)  # noqa: E731
+    return {"train": split(256), "val": split(60), "test": split(60)}

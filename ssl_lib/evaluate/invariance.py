@@ -37,7 +37,7 @@ from torchvision.transforms import InterpolationMode
 from .._registry import Registry, unknown_name_message
 from ..data import open_split
 from ..exceptions import ConfigError, SSLLibError, UnknownNameError
-from ..features import default_device
+from ..features import forward_batches
 
 __all__ = [
     "Whitener",
@@ -318,7 +318,6 @@ def sample_images(
     return TF.to_dtype(torch.stack([data[int(i)][0] for i in idx]), torch.float32, scale=True)
 
 
-@torch.inference_mode()
 def image_features(
     model: nn.Module,
     images: torch.Tensor,
@@ -327,20 +326,13 @@ def image_features(
     batch_size: int = 256,
     device: torch.device | str | None = None,
 ) -> torch.Tensor:
-    """(N, D) float32 features of ``transform(images)``, batch by batch on ``device``.
+    """(N, D) float32 features of ``transform(images)``, batch by batch on ``device`` (the transform
+    runs there too), through the library's one forward path.
 
     Full precision on purpose: whitening magnifies low-variance directions, so bf16 rounding
     would read as a lack of invariance.
     """
-    device = torch.device(device) if device is not None else default_device()
-    model = model.to(device).eval()
-    out = []
-    for batch in images.split(batch_size):
-        batch = batch.to(device)
-        if transform is not None:
-            batch = transform(batch)
-        out.append(model(batch).float().cpu())
-    return torch.cat(out)
+    return forward_batches(model, images.split(batch_size), device=device, precision="fp32", transform=transform)
 
 
 def _scores(clean: torch.Tensor, changed: torch.Tensor) -> tuple[float, float]:

@@ -25,16 +25,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=None, help="override every recipe's epochs (quick runs)")
     parser.add_argument("--force", action="store_true", help="retrain even if the checkpoint exists")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads (default: all cores)")
+    parser.add_argument("--device", default="", help="cpu or cuda (default: CUDA when present, else CPU)")
     args = parser.parse_args(argv)
     if args.list:
         for name, recipe in ZOO.items():
             print(f"{name:22s} {recipe}")
         return 0
     torch.set_num_threads(args.threads)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS, when on CUDA
     torch.use_deterministic_algorithms(True)
     start = time.perf_counter()
     try:
-        build_zoo(list(ZOO) if args.all else args.model, args.out, epochs=args.epochs, force=args.force)
+        from ..notebook import check_device
+
+        check_device(args.device)
+        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        build_zoo(list(ZOO) if args.all else args.model, args.out, epochs=args.epochs, force=args.force,
+                  device=device)
     except SSLLibError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -12,25 +12,26 @@ import torch
 import torch.nn as nn
 
 from .augment import to_float
-from .recipes import MEAN, STD
+from .recipes import ARCH, MEAN, STD
 
 __all__ = ["extract_features", "linear_probe"]
 
 
-@torch.no_grad()
 def extract_features(
-    backbone: nn.Module, images_u8: np.ndarray | torch.Tensor, mean=MEAN, std=STD, batch_size: int = 512
+    backbone: nn.Module, images_u8: np.ndarray | torch.Tensor, mean=MEAN, std=STD, batch_size: int = 512,
+    device: str | torch.device | None = "cpu",
 ) -> np.ndarray:
-    """Pooled features of uint8 ``(N, H, W, 3)`` images, normalised as the backbone expects."""
-    from .train import normalize
+    """Pooled features of uint8 ``(N, H, W, 3)`` images, normalised as the backbone expects, through
+    the library's one forward path (:func:`ssl_lib.features.forward_batches`, full precision)."""
+    from ..features import forward_batches
+    from ..models import FeatureModel, ModelCfg
 
-    backbone.eval()
+    cfg = ModelCfg(name="source-probe", zoo="mini", arch=ARCH, weights="", mean=tuple(mean), std=tuple(std),
+                   input_size=32, resize_size=32, interpolation="bilinear")
+    model = FeatureModel(backbone, cfg, weights_hash="")
     images = torch.as_tensor(images_u8)
-    out = [
-        backbone(normalize(to_float(images[i:i + batch_size]), mean, std))
-        for i in range(0, images.shape[0], batch_size)
-    ]
-    return torch.cat(out).numpy().astype(np.float64)
+    batches = (to_float(images[i:i + batch_size]) for i in range(0, images.shape[0], batch_size))
+    return forward_batches(model, batches, device=device, precision="fp32").numpy().astype(np.float64)
 
 
 def linear_probe(

@@ -32,6 +32,7 @@ class Recipe:
     warmup_epochs: float = 0.5
     seed: int = 0
     objective_kwargs: dict = field(default_factory=dict)
+    train_size: int = 32  # views are cropped to this side: cheaper pretraining; the zoo is evaluated at 32 px
 
     def with_epochs(self, epochs: int | None) -> "Recipe":
         """The ``--epochs`` override (the random baseline stays untrained)."""
@@ -40,7 +41,22 @@ class Recipe:
         return dataclasses.replace(self, epochs=epochs)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The recipe and the augmentation it names, spelt out (the manifest records both)."""
+        from .augment import AUGMENTATIONS
+
+        import json
+
+        out = dataclasses.asdict(self)
+        if self.augmentation in AUGMENTATIONS:
+            out["augmentation_spec"] = AUGMENTATIONS.get(self.augmentation).to_dict()
+        return json.loads(json.dumps(out))  # as the manifest reads it back (tuples are lists)
+
+    def identity(self) -> str:
+        """A hash of everything that shapes the trained weights (names a resumable training state)."""
+        import hashlib
+        import json
+
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 ZOO: Registry[Recipe] = Registry("mini model", hint="List them with `python -m ssl_lib.pretrain --list`.")
