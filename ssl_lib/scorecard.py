@@ -238,6 +238,12 @@ def _against_supervised(ctx: Context, data: pd.DataFrame, metric: str | None, ss
     return _paired_verdict(ctx, ctx.compare.tally(pairs, metric, lower_is_better=not ssl_higher), what)
 
 
+def _each_ssl_model(section: str, metric: str, what: str, absent: str) -> Callable[[Context], Verdict]:
+    """The check "most SSL models are above supervised on ``metric``" (paired per model)."""
+    return lambda ctx: _against_supervised(ctx, _latest(ctx.rows, section, metric), None, ssl_higher=True,
+                                           what=what, absent=absent)
+
+
 def _group_means(rows: pd.DataFrame) -> pd.DataFrame | None:
     inv = _latest(rows, "invariances")
     inv = inv[inv.metric.str.startswith("cosine:")]
@@ -298,9 +304,8 @@ def _paper_retention() -> str:
 FINDINGS.add("colour-retention", Finding(
     "Supervised features keep more colour information than self-supervised ones (feature inversion).",
     _paper_retention,
-    lambda ctx: _against_supervised(ctx, _latest(ctx.rows, "retention", "colour_mse_mean"), None, ssl_higher=True,
-                                    what="SSL − supervised colour error per SSL model (a win: SSL keeps less colour)",
-                                    absent="no retention results")))
+    _each_ssl_model("retention", "colour_mse_mean", "SSL − supervised colour error per SSL model (a win: SSL keeps "
+                    "less colour)", "no retention results")))
 
 
 def _detection_paper() -> str:
@@ -372,9 +377,8 @@ def _segmentation_paper() -> str:
 FINDINGS.add("segmentation", Finding(
     "Supervised pretraining is among the worst on semantic segmentation.",
     _segmentation_paper,
-    lambda ctx: _against_supervised(ctx, _latest(ctx.rows, "dense", "seg_mean_iou"), None, ssl_higher=True,
-                                    what="mIoU, SSL − supervised per SSL model",
-                                    absent="no segmentation results for supervised and SSL models")))
+    _each_ssl_model("dense", "seg_mean_iou", "mIoU, SSL − supervised per SSL model",
+                    "no segmentation results for supervised and SSL models")))
 
 
 def _paper_attention() -> str:
@@ -386,9 +390,8 @@ def _paper_attention() -> str:
 FINDINGS.add("attention", Finding(
     "Supervised features attend to a smaller part of the image (lower attentive diffusion).",
     _paper_attention,
-    lambda ctx: _against_supervised(ctx, _latest(ctx.rows, "attention", "attentive_diffusion"), None, ssl_higher=True,
-                                    what="attentive diffusion, SSL − supervised per SSL model (points)",
-                                    absent="no attention results for supervised and SSL models")))
+    _each_ssl_model("attention", "attentive_diffusion", "attentive diffusion, SSL − supervised per SSL model (points)",
+                    "no attention results for supervised and SSL models")))
 
 
 def scorecard(rows: pd.DataFrame, zoo: str, results_path=None, *, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:

@@ -19,7 +19,7 @@ from ..metrics.dense import NORMALS_METRICS, SEG_METRICS
 from ..models import create_model, get_model_cfg, require_resnet_stages
 from ..results import append_rows, params_hash
 from ..study import Study, load_study
-from ._common import RowStamp
+from ._common import RowStamp, section_datasets
 from ._record import SECTIONS, Section
 from .summary import SummaryParams
 
@@ -76,9 +76,8 @@ class DenseRun:
 
 def dense_datasets(study: Study, dataset: str) -> list[str]:
     """``"all"`` (the study's dense datasets) or one name; every name checked against the dense registry."""
-    names = list(study.section("dense").datasets) if dataset == "all" else [dataset]
+    names = section_datasets(study, "dense", dataset)
     for name in names:
-        SECTIONS.get("dense").check_dataset(name)
         get_dense_task(name)
     return names
 

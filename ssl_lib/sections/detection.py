@@ -26,7 +26,7 @@ from ..models import create_model, get_model_cfg, require_resnet_stages
 from ..paths import cache_dir
 from ..results import append_rows, params_hash
 from ..study import Study, load_study
-from ._common import RowStamp, split_names
+from ._common import RowStamp, section_datasets, split_names
 from ._record import SECTIONS, Section
 from .summary import SummaryParams
 
@@ -104,9 +104,8 @@ def detection_settings(value: str) -> list[str]:
 
 def detection_datasets(study: Study, dataset: str) -> list[str]:
     """``"all"`` (the study's detection datasets) or one name; every name checked up front."""
-    names = list(study.section("detection").datasets) if dataset == "all" else [dataset]
+    names = section_datasets(study, "detection", dataset)
     for name in names:
-        SECTIONS.get("detection").check_dataset(name)
         get_detection_spec(name)
     return names
 
