@@ -43,7 +43,7 @@ import seaborn as sns
 from IPython.display import Markdown, display
 from myst_nb import glue
 
-from ssl_lib.sections.calibration import dataset_table, reliability_frame, reliability_plot
+from ssl_lib.sections.calibration import show_run_calibration
 from ssl_lib.sections import adapter_markdown, data_table
 from ssl_lib.sections.finetune import PROTOCOL, finetune_cfg, grid_table, run_finetune_section
 
@@ -102,12 +102,7 @@ plt.show()
 # on the chosen grid point's validation logits. Multi-label datasets have none. The study's calibration page compares models.
 
 # %% tags=["remove-input"]
-if run.calibration.empty:
-    display(Markdown("No calibration for these datasets (multi-label only)."))
-else:
-    display(dataset_table(run.calibration).droplevel(["model", "protocol"]).style.format("{:.2f}", na_rep="–"))
-    reliability_plot(reliability_frame(run.calibration), col="dataset", col_wrap=4)
-    plt.show()
+show_run_calibration(run.calibration)
 
 # %% tags=["remove-cell"]
 for r in rows.itertuples():

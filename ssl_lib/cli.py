@@ -112,7 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    return run_command(build_parser(), argv)
+
+
+def run_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> int:
+    """Parse, run the chosen subcommand, and turn a user error into one ``error:`` line (exit 2)."""
+    args = parser.parse_args(argv)
     try:
         return args.func(args)
     except SSLLibError as err:

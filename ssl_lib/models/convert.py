@@ -408,12 +408,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except SSLLibError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    from ..cli import run_command
+
+    return run_command(build_parser(), argv)
 
 
 if __name__ == "__main__":

@@ -197,6 +197,19 @@ def paper_ece() -> pd.DataFrame:
     return table.loc[table.index != "Correlation to ImageNet", PAPER_ECE_METRICS]
 
 
+def show_run_calibration(rows: pd.DataFrame) -> None:
+    """A linear or fine-tune page's calibration: the ECE table and reliability diagrams of its rows."""
+    import matplotlib.pyplot as plt
+    from IPython.display import Markdown, display
+
+    if rows.empty:
+        display(Markdown("No calibration for these datasets (multi-label only)."))
+        return
+    display(dataset_table(rows).droplevel(["model", "protocol"]).style.format("{:.2f}", na_rep="–"))
+    reliability_plot(reliability_frame(rows), col="dataset", col_wrap=4)
+    plt.show()
+
+
 def source_top1(rows: pd.DataFrame) -> pd.Series:
     """Each model's source (ImageNet / mini-source) top-1 %, as recorded in the rows' ``extra``."""
     values = rows.groupby("model").source_top1.last()
