@@ -424,3 +424,16 @@ def _small_source():
     g = np.random.default_rng(0)
     split = lambda n: (g.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), np.arange(n) % 3)  # noqa: E731
     return {"train": split(256), "val": split(60), "test": split(60)}
+
+
+def test_zoo_table_shows_each_models_ratio_and_the_papers_regime(tmp_path):
+    from ssl_lib.models._mini import paper_ratios, zoo_table
+
+    write_manifest_entry(tmp_path, "supervised", {"source_top1": 80.0, "objective": "supervised", "recipe": {"epochs": 40}})
+    write_manifest_entry(tmp_path, "simclr", {"source_top1": 60.0, "objective": "simclr", "train_seconds": 600,
+                                              "recipe": {"epochs": 80, "train_size": 24}})
+    table = zoo_table(tmp_path)
+    assert table.loc["simclr", "ratio to supervised"] == 0.75 and table.loc["simclr", "train px"] == 24
+    assert table.loc["simclr", "train min"] == 10 and table.loc["supervised", "epochs"] == 40
+    ratios = paper_ratios()
+    assert ratios["Supervised"] == 1 and round(ratios["InsDis"], 2) == 0.77 and round(ratios["SwAV"], 2) == 0.98

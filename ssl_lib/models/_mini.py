@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ._cfg import ModelCfg
 
-__all__ = ["MINI_ZOO_DIR", "MINI_MODEL_NAMES", "mini_models", "read_manifest"]
+__all__ = ["MINI_ZOO_DIR", "MINI_MODEL_NAMES", "mini_models", "read_manifest", "zoo_table", "paper_ratios"]
 
 MINI_ZOO_DIR = Path(__file__).resolve().parents[1] / "zoo" / "mini"
 
@@ -62,3 +62,29 @@ def mini_models(zoo_dir: Path = MINI_ZOO_DIR) -> dict[str, ModelCfg]:
             extra={k: entry[k] for k in ("objective", "augmentation", "seed", "train_seconds") if k in entry},
         )
     return cfgs
+
+
+def zoo_table(zoo_dir: Path = MINI_ZOO_DIR):
+    """What each mini model is (the manifest): objective, augmentation, epochs, training size and
+    time, device, final loss, mini-source top-1 and its ratio to supervised's."""
+    import pandas as pd
+
+    rows = []
+    for name, entry in read_manifest(zoo_dir).items():
+        recipe = entry.get("recipe", {})
+        rows.append({
+            "model": name, "objective": entry.get("objective"), "augmentation": entry.get("augmentation"),
+            "epochs": recipe.get("epochs"), "train px": recipe.get("train_size", 32),
+            "train min": (entry.get("train_seconds") or 0) / 60, "device": entry.get("device", "cpu"),
+            "final loss": entry.get("final_loss"), "source top-1": entry.get("source_top1"),
+            "ratio to supervised": entry.get("ratio_to_supervised"),
+        })
+    return pd.DataFrame(rows).set_index("model")
+
+
+def paper_ratios():
+    """The paper's regime: each model's ImageNet top-1 as a fraction of supervised's (Table 1)."""
+    from ..paper_tables import paper_table
+
+    top1 = paper_table("table1_linear").set_index("model")["imagenet_top1"]
+    return (top1 / top1["Supervised"]).rename("ratio to supervised")
