@@ -27,13 +27,20 @@ def values(results: Path) -> pd.DataFrame:
     return rows[KEY + VALUES].sort_values(KEY).reset_index(drop=True)
 
 
+COUNTS = ("n_train", "n_val", "n_eval")
+
+
 def compare(new: pd.DataFrame, old: pd.DataFrame) -> pd.DataFrame:
-    """Rows whose values differ (NaN equals NaN), or that only one side has."""
+    """Rows whose values differ (NaN equals NaN), or that only one side has. A count that an older
+    table wrote as 0 for "not applicable" equals NaN, which tables write since (missing is NaN)."""
     both = new.merge(old, on=KEY, how="outer", suffixes=("", "_before"), indicator=True)
     differ = both["_merge"] != "both"
     for column in VALUES:
         a, b = both[column].astype(float), both[f"{column}_before"].astype(float)
-        differ |= ~((a == b) | (a.isna() & b.isna()))
+        same = (a == b) | (a.isna() & b.isna())
+        if column in COUNTS:
+            same |= a.isna() & (b == 0)
+        differ |= ~same
     return both[differ]
 
 
