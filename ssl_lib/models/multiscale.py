@@ -153,14 +153,18 @@ class MultiScale(nn.Module):
         return F.avg_pool2d(m, pool) if pool > 1 else m
 
     def _probe(self) -> None:
-        ref, training = next(iter([*self.parameters(), *self.buffers()])), self.training
+        """Channels and strides from a zero image, in eval mode; every module keeps its own mode after."""
+        ref = next(iter([*self.parameters(), *self.buffers()]))
+        modes = {m: m.training for m in self.modules()}
         try:
             with torch.no_grad():
                 maps = self.eval()(torch.zeros(1, 3, PROBE, PROBE, device=ref.device, dtype=ref.dtype))
         except (RuntimeError, AssertionError) as err:
             raise ConfigError(f"The {self.kind} backbone does not run on a {PROBE} px image "
                               f"({type(err).__name__}: {str(err).splitlines()[0][:120]}).") from None
-        self.train(training)
+        finally:
+            for module, mode in modes.items():
+                module.training = mode
         self.channels = [int(m.shape[1]) for m in maps]
         self.strides = [PROBE // int(m.shape[-1]) for m in maps]
 
@@ -206,6 +210,7 @@ class ResNetStages(MultiScale):
             self.add_module(name, child)
         names = list(self._modules)
         self.order = names[: names.index("layer4") + 1]
+        self.training = backbone.training
         self.levels = list(RESNET_STAGES)
         dilation = 1
         for i, stage in enumerate(RESNET_STAGES):
@@ -275,6 +280,7 @@ class TimmLevels(MultiScale):
         super().__init__()
         self.kind, self.min_stride = kind, min_stride
         source = model.backbone
+        self.training = source.training
         modules = [f["module"] for f in source.feature_info]
         self.dilate = tuple(dilate)
         if kind == "plain":

@@ -113,7 +113,8 @@ DECODERS: Registry[type] = Registry("decoder")
 
 @DECODERS.register("ppm")
 class PPMDecoder(nn.Module):
-    """The CSAIL ``ppm`` decoder: pyramid pooling on layer4, a 3x3 conv, dropout, a 1x1 classifier."""
+    """The CSAIL ``ppm`` decoder: pyramid pooling on the last level (layer4), a 3x3 conv, dropout, a 1x1
+    classifier."""
 
     def __init__(self, in_channels: list[int], num_out: int, width: int, pool_scales=(1, 2, 3, 6)) -> None:
         super().__init__()
@@ -126,9 +127,9 @@ class PPMDecoder(nn.Module):
 
 @DECODERS.register("upernet")
 class UPerNetDecoder(nn.Module):
-    """The CSAIL ``upernet`` decoder: PPM on layer4, FPN laterals with top-down addition and 3x3
-    output convs, all levels upsampled to layer1's size, concatenated, a 3x3 fuse conv, a 1x1
-    classifier."""
+    """The CSAIL ``upernet`` decoder: PPM on the last level (layer4), FPN laterals with top-down
+    addition and 3x3 output convs, all levels upsampled to the first level's size, concatenated, a
+    3x3 fuse conv, a 1x1 classifier."""
 
     def __init__(self, in_channels: list[int], num_out: int, width: int, pool_scales=(1, 2, 3, 6)) -> None:
         super().__init__()
@@ -172,7 +173,7 @@ class DenseModel(nn.Module):
         return self
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
-        """At the decoder's own resolution (layer1's for UPerNet, layer4's for PPM): training."""
+        """At the decoder's own resolution (the first level's for UPerNet, the last's for PPM): training."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze):
             maps = self.encoder(images)
         return self.decode(maps)
