@@ -77,7 +77,7 @@ display(Markdown(
     + f" · **weights sha256** `{rows.weights_sha256.iloc[0][:16]}…` "
     f"({check['tensors_compared']} backbone tensors checked identical in the detector) · **device** {rows.device.iloc[0]}"
 ))
-display(Markdown(adapter_markdown(rows.iloc[0]) + "  \n" + pyramid_markdown(first.pyramid) + " (+ a max-pooled level)"))
+display(Markdown(adapter_markdown(rows.iloc[0]) + "  \n" + pyramid_markdown(first.pyramid, pooled_level=True)))
 if run.preset == "mini":
     display(Markdown(
         "The mini preset is a scaled-down detector for 64 px scenes on a CPU (the paper: 144k iterations at "

@@ -152,11 +152,15 @@ _PYRAMIDS = {"resnet": "ResNet stages", "hierarchical": "the last four stages (t
                       "the head, from the last block's token grid"}
 
 
-def pyramid_markdown(info: dict) -> str:
+def pyramid_markdown(info: dict, *, pooled_level: bool = False) -> str:
     """One Markdown line saying which backbone levels fed a dense or detection head (the rows'
-    ``extra["pyramid"]``, from :meth:`ssl_lib.models.MultiScale.info`)."""
+    ``extra["pyramid"]``, from :meth:`ssl_lib.models.MultiScale.info`); ``pooled_level`` mentions
+    the FPN's extra max-pooled level (detection)."""
     levels = ", ".join(f"`{m}`" for m in info["levels"])
-    return (f"**Pyramid**: {_PYRAMIDS.get(info['kind'], info['kind'])}: {levels} → levels at strides "
+    line = (f"**Pyramid**: {_PYRAMIDS.get(info['kind'], info['kind'])}: {levels} → levels at strides "
             f"{'/'.join(map(str, info['strides']))} px with {'/'.join(map(str, info['channels']))} channels"
-            + (" (a plain ViT does not dilate: a dilated level is a pyramid level built at the finer stride)"
-               if info["kind"] == "plain" else ""))
+            + (" (+ a max-pooled level)" if pooled_level else "") + ", at the images' own size")
+    if info["kind"] == "plain":
+        line += (" (the position embedding resampled to each image's grid); a plain ViT does not dilate: a dilated "
+                 "level is a pyramid level built at the finer stride")
+    return line
