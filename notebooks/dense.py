@@ -44,14 +44,17 @@ from IPython.display import Markdown, display
 from myst_nb import glue
 
 from ssl_lib.data.dense import get_dense_task
+from ssl_lib.sections import adapter_markdown, pyramid_markdown
 from ssl_lib.sections.dense import PROTOCOL, loss_table, run_dense_section
 
 # %% [markdown]
 # # Dense prediction
 #
 # Semantic segmentation and surface-normal estimation on the model's backbone (the paper's §4.4 and
-# Table 5). A light decoder reads the backbone's layer1–layer4 maps: UPerNet (pyramid pooling, FPN
-# fusion) for segmentation and PPM on layer4 for normals, as in the paper's two codebases. Normals are
+# Table 5). A light decoder reads four levels of the backbone (a ResNet's layer1–layer4, a hierarchical
+# model's last four stages, or for a plain ViT a simple feature pyramid built from its last block and
+# trained with the decoder): UPerNet (pyramid pooling, FPN fusion) for segmentation and PPM on the last
+# level for normals, as in the paper's two codebases. Normals are
 # predicted as in the paper's code: 40-way classification over k-means clusters of the training
 # normals, turned back into a vector as the probability-weighted mean of the cluster centres. Before
 # training, the decoder's encoder is checked to hold exactly the evaluated weights (the paper's
@@ -62,7 +65,7 @@ run = run_dense_section(params)
 rows = run.rows
 extras = {name: json.loads(rows[rows.dataset == name].extra.iloc[0]) for name in run.results}
 lines = [f"**Model** `{params.model}` · **study** `{params.study}` · **weights sha256** "
-         f"`{rows.weights_sha256.iloc[0][:16]}…` · **device** {rows.device.iloc[0]}", ""]
+         f"`{rows.weights_sha256.iloc[0][:16]}…` · **device** {rows.device.iloc[0]}", "", adapter_markdown(rows.iloc[0]), ""]
 chosen = {"preset": "the preset's choice for this task",
           "parameter": f"set by freeze={params.freeze} (a notebook parameter or the study file's setting)"}
 
@@ -83,7 +86,7 @@ for name, result in run.results.items():
         f"{result.n_train} training / {result.n_test} test images, {extra['scored_pixels']:,} test pixels scored "
         f"at the labels' native size; weight check "
         f"{'passed' if extra['weights_check']['passed'] else 'FAILED'} ({extra['weights_check']['tensors']} tensors); "
-        f"{result.seconds['total']:.1f} s."
+        f"{result.seconds['total']:.1f} s.\n  {pyramid_markdown(extra['pyramid'])}."
     )
 display(Markdown("\n".join(lines)))
 

@@ -43,16 +43,20 @@ from matplotlib.patches import Rectangle
 from myst_nb import glue
 
 from ssl_lib.data.detection import get_detection_spec, open_detection
+from ssl_lib.sections import adapter_markdown, pyramid_markdown
 from ssl_lib.sections.detection import PROTOCOL, run_detection_section
 
 # %% [markdown]
 # # Detection
 #
 # A Faster R-CNN with a feature pyramid (torchvision) is built on the model's own backbone and
-# trained on the detection data, as the paper does with detectron2 on Pascal VOC (§3.4). Two
+# trained on the detection data, as the paper does with detectron2 on Pascal VOC (§3.4). The pyramid
+# reads four levels of the backbone: a ResNet's stages, a hierarchical model's last four stages (a
+# ConvNeXt's), or for a plain ViT a ViTDet simple feature pyramid built from its last block. Two
 # settings, the paper's two detectron2 configs: **frozen** (`FREEZE_AT: 4`: the stem and the first
-# three stages stay fixed; the last stage, the pyramid, the proposal network and the box head
-# train) and **finetune** (`FREEZE_AT: 0`: everything trains). In both, batch-norm is frozen with
+# three of the four stages stay fixed, for a ViT the first three quarters of its blocks; the last
+# stage, the pyramid, the proposal network and the box head train) and **finetune** (`FREEZE_AT: 0`:
+# everything trains). In both, batch-norm is frozen with
 # the checkpoint's statistics (detectron2's default). Scores are detectron2's Pascal VOC metric:
 # VOC07 11-point AP, averaged over classes; AP is the mean over IoU thresholds 0.50 to 0.95.
 
@@ -73,6 +77,7 @@ display(Markdown(
     + f" · **weights sha256** `{rows.weights_sha256.iloc[0][:16]}…` "
     f"({check['tensors_compared']} backbone tensors checked identical in the detector) · **device** {rows.device.iloc[0]}"
 ))
+display(Markdown(adapter_markdown(rows.iloc[0]) + "  \n" + pyramid_markdown(first.pyramid, pooled_level=True)))
 if run.preset == "mini":
     display(Markdown(
         "The mini preset is a scaled-down detector for 64 px scenes on a CPU (the paper: 144k iterations at "

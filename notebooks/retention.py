@@ -45,8 +45,9 @@ from ssl_lib.sections.retention import PROTOCOL, run_retention
 # # What features retain
 #
 # The paper's §4.9 asks what information survives in frozen features by inverting them: a Deep
-# Image Prior generator is trained from fixed noise until the backbone's last-stage feature map
-# of its output matches that of a real image. Whatever the reconstruction gets right, the
+# Image Prior generator is trained from fixed noise until the backbone's last feature map before
+# pooling (a ResNet's layer4, a ConvNeXt's last stage, a ViT's last-block tokens laid out as a grid,
+# its class token dropped) of its output matches that of a real image. Whatever the reconstruction gets right, the
 # features kept. The paper reports per-channel colour error and LPIPS (its Table 9) and finds that
 # supervised features keep colour better. Linear probes ask the same question another way: how
 # well can a ridge regression read an image's colour and its object's position from the pooled
@@ -60,6 +61,9 @@ display(Markdown(
     f"`{run.generator}` generator on {run.device} · perceptual "
     f"distance `{params.perceptual_net}` · probes on `{params.probe_dataset}/{params.probe_split}`."
 ))
+display(pd.DataFrame([{"model": m, "inverted": f"{t['kind']} of `{t['layer']}`",
+                       "target shape": " x ".join(map(str, t["shape"])), "image size": " x ".join(map(str, t["image_size"]))}
+                      for m, t in run.targets.items()]).style.hide(axis="index"))
 
 # %% [markdown]
 # ## Reconstructions

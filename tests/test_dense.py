@@ -119,6 +119,51 @@ def test_weight_check_passes_for_a_real_checkpoint_and_fails_when_tampered(super
         check_encoder_weights(fresh, reference)
 
 
+VIT = "timm:vit_tiny_patch16_224?pretrained=false&size=32"
+CONVNEXT = "timm:convnext_atto?pretrained=false&size=32"
+
+
+@pytest.fixture(scope="module")
+def vit():
+    return create_model(VIT)
+
+
+@pytest.mark.parametrize("spec", [VIT, CONVNEXT], ids=["vit", "convnext"])
+def test_a_vit_and_a_convnext_give_four_levels_carry_their_weights_and_dilate_their_own_way(spec):
+    model = create_model(spec)
+    encoder = DenseEncoder(model, min_stride=4)
+    neck = encoder.neck()
+    with torch.no_grad():
+        maps = neck(encoder(torch.rand(2, 3, 64, 64)))
+    assert [m.shape[-1] for m in maps] == [16, 8, 4, 2]
+    assert neck.channels == ([48, 96, 192, 192] if spec == VIT else [40, 80, 160, 320])
+    reference = model.backbone.state_dict()
+    assert check_encoder_weights(encoder.backbone, reference)["tensors"] == len(reference)
+    # the paper's normals preset dilates layer3 and layer4: output stride 8 (a ViT: pyramid levels built at stride 8)
+    dilated = DenseEncoder(model, dilate=("layer3", "layer4"))
+    assert dilated.neck().strides == [4, 8, 8, 8]
+    check_encoder_weights(dilated.backbone, reference)
+    with torch.no_grad():
+        next(iter(encoder.backbone.parameters()))[0] += 1e-3
+    with pytest.raises(EncoderWeightsError, match="1 differ"):
+        check_encoder_weights(encoder.backbone, reference)
+
+
+def test_a_vit_trains_its_pyramid_on_cached_maps_and_leaves_its_encoder_untouched(vit):
+    cfg = preset_cfg("mini", "segmentation", iterations=3, train_images=16)
+    torch.manual_seed(0)
+    start = DenseEncoder(vit, cfg.dilate, cfg.min_stride).neck().state_dict()  # the run's seeded initialisation
+    result = run_dense_task(vit, "mini-scenes", cfg, n_boot=0)
+    assert result.extra["cached_features"] and result.extra["encoder_unchanged_after_training"]
+    assert result.extra["weights_check"]["passed"] and result.extra["pyramid"]["kind"] == "plain"
+    trained = result.model.neck.state_dict()
+    assert set(trained) == set(start) and any(not torch.equal(v, start[k]) for k, v in trained.items())
+    assert 0 <= result.metrics["seg_mean_iou"] <= 1 and np.isfinite(result.losses).all()
+    end_to_end = run_dense_task(vit, "mini-scenes", dataclasses.replace(cfg, freeze=False, cache_features=False),
+                                n_boot=0)
+    assert not end_to_end.extra["encoder_unchanged_after_training"]
+
+
 def test_cfg_errors_are_one_line():
     with pytest.raises(ConfigError, match="upernet"):
         DenseCfg(decoder="unet")

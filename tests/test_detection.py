@@ -189,6 +189,40 @@ def test_weights_check_passes_for_a_real_checkpoint_and_raises_on_a_tampered_one
         check_backbone_weights(det, byol)
 
 
+VIT = "timm:vit_tiny_patch16_224?pretrained=false&size=32"
+CONVNEXT = "timm:convnext_atto?pretrained=false&size=32"
+# the last stage (trains when frozen), a frozen stage, the stem (trains only when fine-tuned)
+PARTS = {VIT: ("blocks.10.", "blocks.4.", "patch_embed."), CONVNEXT: ("stages.3.", "stages.1.", "stem.")}
+
+
+@pytest.mark.parametrize("spec", [VIT, CONVNEXT], ids=["vit", "convnext"])
+def test_a_vit_and_a_convnext_detect_with_the_right_stages_frozen_and_their_weights_checked(spec, scenes):
+    model = create_model(spec)
+    last, middle, stem = PARTS[spec]
+    for setting in ("frozen", "finetune"):
+        torch.manual_seed(0)
+        det = build_detector(model, 6, TINY, setting)
+        body = det.backbone.body.backbone
+        assert check_backbone_weights(det, model)["tensors_compared"] == len(model.backbone.state_dict())
+        before, neck = _snapshot(body), _snapshot(det.backbone.neck)
+        train_detector(det, torch.utils.data.Subset(scenes[0], range(8)), TINY, seed=0, progress=False)
+        after = body.state_dict()
+        changed = {k for k in before if not torch.equal(before[k], after[k])}
+        assert any(k.startswith(last) for k in changed), setting
+        assert any(k.startswith((middle, stem)) for k in changed) == (setting == "finetune"), setting
+        assert all(not p.requires_grad for k, p in body.named_parameters() if k.startswith(stem)) == (setting == "frozen")
+    if spec == VIT:  # the simple pyramid trains with the FPN
+        assert neck and any(not torch.equal(v, det.backbone.neck.state_dict()[k]) for k, v in neck.items())
+    info = det.backbone.info()
+    assert info["strides"] == [4, 8, 16, 32] and info["kind"] == ("plain" if spec == VIT else "hierarchical")
+    det = build_detector(model, 6, TINY, "frozen")
+    body = det.backbone.body.backbone
+    with torch.no_grad():
+        dict(body.named_parameters())[f"{last}norm1.weight" if spec == VIT else f"{last}blocks.0.norm.weight"][0] += 1
+    with pytest.raises(ConfigError, match=r"1 differ \(e\.g\. \['" + last.replace(".", r"\.")):
+        check_backbone_weights(det, model)
+
+
 def test_a_short_training_run_beats_a_trivial_detector(scenes):
     train, test = scenes
     # trivial: every class at the mean training box in every image

@@ -272,17 +272,51 @@ def test_timm_backbones_run_the_study_level_pages_together(tmp_path):
     proc, out = _papermill(["-p", "model", models, "-p", "n_images", "2", "-p", "stride", "4",
                             "-p", "results_path", str(results)], tmp_path, "attention")
     assert proc.returncode == 0, proc.stderr[-2000:]
+    proc, out = _papermill(["-p", "model", models, "-p", "dataset", "mini-colour", "-p", "steps", "3",
+                            "-p", "results_path", str(results)], tmp_path, "retention")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    html, pngs = _html_and_pngs(out)
+    assert "token grid (prefix tokens dropped) of `blocks.11`" in html and "feature map of `stages.3`" in html
+    assert len(pngs) == 2  # reconstructions and probes
     rows = pd.read_csv(results)
-    assert rows.groupby("section").model.nunique().to_dict() == {"attention": 2, "invariances": 2}
+    assert rows.groupby("section").model.nunique().to_dict() == {"attention": 2, "invariances": 2, "retention": 2}
     assert set(rows.pooling) == {"cls_token", "avgpool"}
+    colour = rows[rows.metric == "colour_mse_mean"].set_index("model")
+    shapes = {m: json.loads(e)["inversion_target"]["shape"] for m, e in colour.extra.items()}
+    assert shapes == {TIMM_TINY["vit"]: [192, 2, 2], TIMM_TINY["convnext"]: [320, 1, 1]}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", list(TIMM_TINY))
+def test_timm_backbones_run_detection_and_dense_and_rows_record_the_pyramid(family, tmp_path):
+    import pandas as pd
+
+    model, results = TIMM_TINY[family], tmp_path / "results.csv"
+    pyramid = {"vit": "a ViTDet simple feature pyramid", "convnext": "the last four stages"}[family]
+    for notebook, args in (("detection", ["-p", "iterations", "2", "-p", "batch_size", "2"]),
+                           ("dense", ["-p", "iterations", "3"])):
+        proc, out = _papermill(["-p", "model", model, "-p", "n_boot", "0", "-p", "results_path", str(results), *args],
+                               tmp_path, notebook)
+        assert proc.returncode == 0, f"{notebook}: {proc.stderr[-2000:]}"
+        html, pngs = _html_and_pngs(out)
+        assert f"**Pyramid**: {pyramid}" in html and f"{ADAPTER[family][1]} over `{ADAPTER[family][2]}`" in html
+        assert len(pngs) >= 2, notebook  # examples and loss curves
+    rows = pd.read_csv(results)
+    assert set(rows.section) == {"detection", "dense"} and len(rows) == 6 + 7
+    arch, pooling, layer, patch = ADAPTER[family]
+    assert (rows.arch == arch).all() and (rows.feature_layer == layer).all() and (rows.input_size == 32).all()
+    levels = {(r.section, r.dataset): json.loads(r.extra)["pyramid"] for r in rows.itertuples()}
+    assert {p["kind"] for p in levels.values()} == {"plain" if family == "vit" else "hierarchical"}
+    assert levels["detection", "mini-scenes"]["strides"] == levels["dense", "mini-scenes"]["strides"] == [4, 8, 16, 32]
+    assert levels["dense", "mini-normals"]["strides"] == [4, 8, 16, 16]  # the mini normals preset dilates layer4
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("notebook", ["detection", "dense", "retention"])
-def test_sections_that_need_resnet_stages_refuse_a_vit_in_one_line(notebook, tmp_path):
-    proc, out = _papermill(["-p", "model", TIMM_TINY["vit"]], tmp_path, notebook)
+def test_a_backbone_without_multi_scale_maps_is_refused_in_one_line(notebook, tmp_path):
+    proc, out = _papermill(["-p", "model", "timm:mixer_s16_224?pretrained=false"], tmp_path, notebook)
     assert proc.returncode != 0
     nb = nbformat.read(out, as_version=4)
     errors = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert len(errors) == 1 and len(errors[0]["traceback"]) == 1
-    assert f"The {notebook} section needs a ResNet-style backbone" in errors[0]["evalue"]
+    assert f"The {notebook} section needs multi-scale feature maps" in errors[0]["evalue"]

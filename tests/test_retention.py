@@ -64,6 +64,29 @@ def test_feature_map_of_torchvision_resnet50():
         torch.testing.assert_close(fmap.mean(dim=(2, 3)), model(x))
 
 
+def test_feature_map_of_a_vit_is_its_token_grid_and_of_a_convnext_its_last_stage():
+    from ssl_lib.models import create_model
+
+    vit = create_model("timm:vit_tiny_patch16_224?pretrained=false&size=32")
+    x = _images(2)
+    with torch.no_grad():
+        grid = R.feature_map(vit, x)
+        tokens = vit.backbone.forward_features(vit.normalize(x))  # (B, 1 + 4, 192), the cls token first
+    assert grid.shape == (2, 192, 2, 2) and R.feature_map_kind(vit.backbone).startswith("token grid")
+    torch.testing.assert_close(grid, tokens[:, 1:].transpose(1, 2).reshape(2, 192, 2, 2))
+    convnext = create_model("timm:convnext_atto?pretrained=false&size=32")
+    with torch.no_grad():
+        fmap = R.feature_map(convnext, x)
+        torch.testing.assert_close(convnext.backbone.forward_head(fmap, pre_logits=True), convnext(x))
+    assert fmap.shape == (2, 320, 1, 1) and R.feature_map_kind(convnext.backbone) == "feature map"
+    recon = R.invert(vit, x[:1], steps=2, generator=lambda: R.SkipGenerator(**TINY))
+    assert recon.shape == (1, 3, 32, 32)
+    # a ViT's grid is fixed by its position embedding: the section gives it the images at its input size
+    big = F.interpolate(x, size=64, mode="bilinear")
+    assert S.model_images(vit, big).shape[-2:] == (32, 32) and S.model_images(convnext, big) is big
+    assert S.model_images(vit, x) is x
+
+
 def test_unknown_backbone_says_how_to_register_one():
     cfg = ModelCfg(name="x", zoo="file", arch="x", weights="none")
     backbone = nn.Linear(3, 3)

@@ -97,29 +97,33 @@ def test_cli_lists_and_fails_with_one_line():
 
 
 def test_the_modern_study_mirrors_the_papers_datasets_and_lists_every_run():
-    from ssl_lib.models import get_model_cfg
+    from ssl_lib.models import get_model_cfg, require_multiscale
 
     modern, paper = load_study("modern"), load_study("paper")
     assert modern.models[0] == "supervised" and get_model_cfg("supervised", zoo=modern.zoo) is not None
-    for section in ("linear", "finetune", "fewshot"):
+    for section in ("linear", "finetune", "fewshot", "detection", "dense", "retention"):
         assert modern.section(section).datasets == paper.section(section).datasets
-    assert {"detection", "dense", "retention"}.isdisjoint(modern.sections)  # they need a ResNet's stages for now
+    assert {"correlation", "scorecard"}.isdisjoint(modern.sections)  # no ImageNet top-1 on the timm cards yet
     cards = {m: get_model_cfg(m, zoo=modern.zoo) for m in modern.models}  # the tags exist in timm; nothing downloads
+    # every model offers the multi-scale maps detection, dense and retention read
+    assert [require_multiscale(c, "dense") for c in cards.values()] == ["resnet"] + ["plain"] * 5 + ["hierarchical"]
     assert [c.pooling for c in cards.values()] == ["avgpool"] + ["cls_token"] * 5 + ["avgpool"]
     assert {c.input_size for c in cards.values()} == {224}
     assert cards["timm:vit_base_patch16_clip_224.openai"].normalization == "clip"
     dry = subprocess.run([sys.executable, "-m", "ssl_lib", "run", str(ROOT / "params" / "modern.yaml"), "--dry-run"],
                          capture_output=True, text=True)
-    # 7 models x (linear, finetune, fewshot) + 3 summaries + calibration, invariances, attention
-    assert dry.returncode == 0 and "27 runs" in dry.stdout, dry.stderr
+    # 7 models x (linear, finetune, fewshot, detection, dense) + 5 summaries + calibration, invariances, retention,
+    # attention
+    assert dry.returncode == 0 and "44 runs" in dry.stdout, dry.stderr
     labels = {line.split()[0] for line in dry.stdout.splitlines()[1:-1]}
-    assert {f"{s}/{m}" for s in ("linear", "finetune", "fewshot") for m in modern.models} <= labels
+    assert {f"{s}/{m}" for s in ("linear", "finetune", "fewshot", "detection", "dense") for m in modern.models} <= labels
 
 
 def test_the_methods_page_says_what_the_modern_study_changes():
     page = (ROOT / "book" / "methods.md").read_text()
     section = page.split("### The modern study", 1)[1].split("\n## ", 1)[0]
-    for point in ("pooling", "input size", "resize", "normalisation", "class token", "518", "layer_decay"):
+    for point in ("pooling", "input size", "resize", "normalisation", "class token", "518", "layer_decay",
+                  "simple feature pyramid", "no dilation", "FREEZE_AT", "token grid"):
         assert point in section
 
 

@@ -11,7 +11,7 @@ import timm
 import torch
 
 from ssl_lib.exceptions import ConfigError, DataNotFoundError, UnknownNameError
-from ssl_lib.models import _timm, create_model, get_model_cfg, require_resnet_stages
+from ssl_lib.models import _timm, create_model, get_model_cfg, require_multiscale
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -205,9 +205,15 @@ def test_offline_mode_counts_as_unreachable(monkeypatch):
     assert _timm.hub_reachable() is False
 
 
-def test_sections_that_read_resnet_stages_refuse_other_backbones_in_one_line():
-    require_resnet_stages(get_model_cfg("byol"), "detection")
-    require_resnet_stages(get_model_cfg("timm:resnet18?pretrained=false"), "dense")
-    with pytest.raises(ConfigError, match="The retention section needs a ResNet-style backbone") as info:
-        require_resnet_stages(get_model_cfg(VIT), "retention")
-    assert "\n" not in str(info.value) and "cls_token over blocks.11" in str(info.value)
+def test_sections_that_read_multi_scale_maps_take_each_family_and_refuse_the_rest_in_one_line():
+    assert require_multiscale(get_model_cfg("byol"), "detection") == "resnet"
+    assert require_multiscale(get_model_cfg("paper/byol"), "dense") == "resnet"
+    assert require_multiscale(get_model_cfg("timm:resnet18?pretrained=false"), "dense") == "resnet"
+    assert require_multiscale(get_model_cfg("timm:convnext_atto?pretrained=false"), "dense") == "hierarchical"
+    assert require_multiscale(get_model_cfg(VIT), "retention") == "plain"
+    # an MLP-Mixer's token-mixing MLPs fix its grid; LeViT has three levels: neither offers a pyramid
+    for arch in ("mixer_s16_224", "levit_128s"):
+        with pytest.raises(ConfigError, match=f"The retention section needs multi-scale feature maps; "
+                                              f"'timm:{arch}\\?pretrained=false' \\({arch}\\)") as info:
+            require_multiscale(get_model_cfg(f"timm:{arch}?pretrained=false"), "retention")
+        assert "\n" not in str(info.value) and "plain timm ViT" in str(info.value)

@@ -4,8 +4,9 @@ Two read-outs, scaled to the mini study:
 
 - **Feature inversion** with a Deep Image Prior (Ulyanov et al. 2018, following Zhao et al. 2021):
   a small encoder-decoder :class:`SkipGenerator` maps fixed seeded noise to an image and is
-  trained (Adam, lr 1e-3) until the backbone's last residual stage, *before pooling*, matches that
-  of the original. The reconstruction shows what the features kept; it is scored with per-channel
+  trained (Adam, lr 1e-3) until the backbone's last feature map, *before pooling*, matches that
+  of the original (:func:`feature_map`: a ResNet's layer4, a hierarchical model's last stage, a
+  ViT's last-block token grid as a map). The reconstruction shows what the features kept; it is scored with per-channel
   colour MSE (0-255 units, as in Table 9) and a perceptual distance (:mod:`.perceptual`: LPIPS or
   its offline stand-in).
 - **Attribute probes**: cross-validated R² of a ridge read-out of continuous image attributes
@@ -36,7 +37,7 @@ from .perceptual import (  # re-exported: retention's public API predates the sp
 __all__ = [
     "DEFAULT_STEPS", "PAPER_STEPS", "PAPER_GENERATOR", "GENERATORS", "ALPHAS", "PERCEPTUAL_NETS", "LPIPS_HINT",
     "SkipGenerator", "RandomPerceptualDistance", "RetentionResult",
-    "register_feature_map", "feature_map", "invert", "colour_mse", "perceptual_net", "perceptual_distance",
+    "register_feature_map", "feature_map", "feature_map_kind", "invert", "colour_mse", "perceptual_net", "perceptual_distance",
     "retention_table", "attribute_probe", "image_attributes",
 ]
 
@@ -68,10 +69,22 @@ def _torchvision_resnet_layer4(backbone: nn.Module, x: torch.Tensor) -> torch.Te
     return x
 
 
+def _token_grid(backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A ViT's last block as a map (B, C, H/p, W/p): its tokens after the final norm (what the pooled
+    features read), prefix tokens (cls, registers) dropped, through timm's ``forward_intermediates``."""
+    return backbone.forward_intermediates(x, indices=1, norm=True, output_fmt="NCHW", intermediates_only=True)[-1]
+
+
+def _is_token_model(backbone: nn.Module) -> bool:
+    return hasattr(backbone, "num_prefix_tokens") and hasattr(backbone, "forward_intermediates")
+
+
 def _feature_map_fn(backbone: nn.Module) -> FeatureMapFn:
     for cls in type(backbone).__mro__:
         if cls in _FEATURE_MAPS:
             return _FEATURE_MAPS[cls]
+    if _is_token_model(backbone):  # timm ViTs: forward_features gives tokens, not a map
+        return _token_grid
     if hasattr(backbone, "forward_features"):  # timm: the unpooled last stage
         return lambda b, x: b.forward_features(x)
     known = ", ".join(c.__name__ for c in _FEATURE_MAPS)
@@ -81,8 +94,16 @@ def _feature_map_fn(backbone: nn.Module) -> FeatureMapFn:
     )
 
 
+def feature_map_kind(backbone: nn.Module) -> str:
+    """What :func:`feature_map` reads from ``backbone``, in words (for the rows and the page)."""
+    _feature_map_fn(backbone)  # unknown backbones: the one-line error
+    return "token grid (prefix tokens dropped)" if _is_token_model(backbone) else "feature map"
+
+
 def feature_map(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """Last residual stage before pooling (mini ResNet: 256x2x2 at 32 px; ResNet-50: 2048x7x7 at 224 px).
+    """The last feature map before pooling (mini ResNet: 256x2x2 at 32 px; ResNet-50: 2048x7x7 at 224 px;
+    ConvNeXt: its last stage; a ViT: the last block's tokens after the final norm as a grid, 192x2x2
+    for a ViT-Ti/16 at 32 px).
 
     ``model`` is a :class:`~ssl_lib.models.FeatureModel`; its normalisation is applied here, so
     ``images`` are floats in [0, 1]. Differentiable: wrap in ``torch.no_grad()`` for read-outs.

@@ -15,7 +15,7 @@ from ._arch import ARCHS, build_arch
 from ._cfg import IMAGENET_MEAN, IMAGENET_STD, NO_NORM, ModelCfg
 from ._mini import MINI_ZOO_DIR, mini_models
 from ._paper import PAPER_MODELS
-from ._timm import build_timm, hf_hub_cfg, timm_cfg
+from ._timm import build_timm, hf_hub_cfg, timm_cfg, timm_pyramid_kind
 from ._weights import (
     convert_state_dict,
     fetch_weights,
@@ -25,7 +25,7 @@ from ._weights import (
     verify_sha256,
 )
 
-__all__ = ["FeatureModel", "ZOOS", "list_models", "get_model_cfg", "create_model", "require_resnet_stages"]
+__all__ = ["FeatureModel", "ZOOS", "list_models", "get_model_cfg", "create_model", "require_multiscale"]
 
 ZOOS = ("mini", "paper")
 _DEFAULT_ARCH = {"mini": "mini_resnet", "paper": "resnet50"}
@@ -156,16 +156,20 @@ def _load_state(cfg: ModelCfg) -> dict[str, torch.Tensor] | None:
     )
 
 
-def require_resnet_stages(cfg: ModelCfg, section: str) -> None:
-    """Detection, dense prediction and retention read a ResNet's ``layer1..layer4`` for now: any other
-    backbone stops with one line before anything runs (the pooled-feature sections take any)."""
-    if cfg.feature_layer != "layer4":
-        raise ConfigError(
-            f"The {section} section needs a ResNet-style backbone (stages layer1..layer4) for now; "
-            f"{cfg.qualified_name!r} pools {cfg.pooling} over {cfg.feature_layer or 'its last stage'}. Use it in "
-            "linear, fewshot, finetune, calibration, invariances or attention, or pick a ResNet here "
-            "(a zoo model, file:<path>?arch=resnet50 or timm:resnet50.a1_in1k)."
-        )
+def require_multiscale(cfg: ModelCfg, section: str) -> str:
+    """Detection, dense prediction and retention read multi-scale maps (:mod:`.multiscale`): the card's
+    family (``resnet``, ``hierarchical``, ``plain``), read without weights; a backbone that offers none
+    stops with one line before anything runs."""
+    from .multiscale import backbone_kind, no_levels_message
+
+    if cfg.zoo == "timm":
+        kind = timm_pyramid_kind(cfg)
+    else:
+        with torch.device("meta"):
+            kind = backbone_kind(build_arch(cfg.arch))
+    if not kind:
+        raise ConfigError(no_levels_message(cfg, section))
+    return kind
 
 
 def create_model(spec: str, *, zoo: str = "mini", device: str | torch.device | None = None) -> FeatureModel:

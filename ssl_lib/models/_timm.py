@@ -35,7 +35,8 @@ from ..exceptions import ConfigError, DataNotFoundError, UnknownNameError
 from ._cfg import IMAGENET_MEAN, IMAGENET_STD, NORMS, ModelCfg
 from ._weights import convert_state_dict, load_checkpoint, load_strict
 
-__all__ = ["TIMM_OPTIONS", "timm_cfg", "hf_hub_cfg", "build_timm", "timm_adapter", "hub_reachable"]
+__all__ = ["TIMM_OPTIONS", "timm_cfg", "hf_hub_cfg", "build_timm", "timm_adapter", "timm_pyramid_kind",
+           "hub_reachable"]
 
 TIMM_OPTIONS = ("pretrained", "file", "prefix", "key", "size", "resize", "pool", "norm")
 _HF_OPTIONS = ("size", "resize", "pool", "norm")
@@ -77,15 +78,22 @@ def timm_adapter(model: nn.Module) -> dict:
 
 @functools.lru_cache(maxsize=64)
 def _meta_adapter(arch: str, kwargs_json: str) -> dict:
-    """The adapter of ``arch`` and its pooled width, from a model on the meta device (no memory, no
-    weights, ~0.3 s): a forward pass there gives the output shape whatever the pooling."""
+    """The adapter of ``arch``, its pooled width and its multi-scale family, from a model on the meta
+    device (no memory, no weights, ~0.3 s): a forward pass there gives the output shape whatever the pooling."""
     import timm
+
+    from .multiscale import backbone_kind
 
     with torch.device("meta"):
         model = timm.create_model(arch, pretrained=False, num_classes=0, **json.loads(kwargs_json))
         size = getattr(getattr(model, "patch_embed", None), "img_size", None) or (224, 224)
         width = int(model(torch.empty(1, 3, *size)).shape[-1])
-    return {**timm_adapter(model), "feature_dim": width}
+    return {**timm_adapter(model), "feature_dim": width, "pyramid": backbone_kind(model)}
+
+
+def timm_pyramid_kind(cfg: ModelCfg) -> str:
+    """The card's multi-scale family (:func:`~ssl_lib.models.multiscale.backbone_kind`), without weights."""
+    return _meta_adapter(cfg.arch, json.dumps(cfg.arch_kwargs, sort_keys=True))["pyramid"]
 
 
 def _card(spec: str, arch: str, weights: str, pcfg: dict, options: dict, *, description: str,
@@ -106,7 +114,7 @@ def _card(spec: str, arch: str, weights: str, pcfg: dict, options: dict, *, desc
         tuple(pcfg.get("mean") or IMAGENET_MEAN), tuple(pcfg.get("std") or IMAGENET_STD))
     try:
         adapter = {k: v for k, v in _meta_adapter(arch, json.dumps(kwargs, sort_keys=True)).items()
-                   if k != "feature_dim"}
+                   if k not in ("feature_dim", "pyramid")}
     except (TypeError, ValueError, AssertionError) as err:  # e.g. a global_pool the family does not know
         raise ConfigError(f"timm cannot build {arch!r} with {kwargs} from {spec!r}: {str(err).splitlines()[0]}") from None
     classifier = pcfg.get("classifier") or ()

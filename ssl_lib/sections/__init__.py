@@ -3,7 +3,7 @@
 
 from . import linear, finetune, fewshot, detection, dense  # noqa: F401  (per-model sections)
 from . import calibration, invariances, retention, attention, correlation, scorecard  # noqa: F401  (study-level)
-from ._common import adapter_markdown, data_table
+from ._common import adapter_markdown, data_table, pyramid_markdown
 from ._record import SECTIONS, Section, in_report_order
 from .attention import AttentionParams
 from .calibration import CalibrationParams
@@ -20,6 +20,7 @@ from .summary import SummaryParams
 
 __all__ = [
     "SECTIONS", "Section", "in_report_order", "notebook_schema", "notebook_schemas", "adapter_markdown", "data_table",
+    "pyramid_markdown",
     "AttentionParams", "CalibrationParams", "DenseParams", "DetectionParams", "CorrelationParams", "FewShotParams",
     "FinetuneParams", "InvariancesParams", "LinearParams", "RetentionParams", "ScorecardParams", "SummaryParams",
 ]

@@ -15,7 +15,7 @@ from ..results import ResultRow
 from ..study import Study
 
 __all__ = ["section_datasets", "RowStamp", "check_data", "data_table", "parse_numbers", "split_names", "study_images",
-           "adapter_markdown"]
+           "adapter_markdown", "pyramid_markdown"]
 
 
 def section_datasets(study: Study, section: str, dataset: str, *, splits: tuple[str, ...] = ()) -> list[str]:
@@ -148,3 +148,22 @@ def adapter_markdown(row) -> str:
     return (f"**Features**: {row.pooling} over `{row.feature_layer}` of `{row.arch}` · **input** "
             f"{int(row.input_size)} px crop of a {int(row.resize_size)} px resize{patch} · "
             f"**normalisation** {row.normalization}")
+
+
+_PYRAMIDS = {"resnet": "ResNet stages", "hierarchical": "the last four stages (timm forward_intermediates)",
+             "plain": "a ViTDet simple feature pyramid (deconvolutions x4 and x2, identity, max-pool), trained with "
+                      "the head, from the last block's token grid"}
+
+
+def pyramid_markdown(info: dict, *, pooled_level: bool = False) -> str:
+    """One Markdown line saying which backbone levels fed a dense or detection head (the rows'
+    ``extra["pyramid"]``, from :meth:`ssl_lib.models.MultiScale.info`); ``pooled_level`` mentions
+    the FPN's extra max-pooled level (detection)."""
+    levels = ", ".join(f"`{m}`" for m in info["levels"])
+    line = (f"**Pyramid**: {_PYRAMIDS.get(info['kind'], info['kind'])}: {levels} → levels at strides "
+            f"{'/'.join(map(str, info['strides']))} px with {'/'.join(map(str, info['channels']))} channels"
+            + (" (+ a max-pooled level)" if pooled_level else "") + ", at the images' own size")
+    if info["kind"] == "plain":
+        line += (" (the position embedding resampled to each image's grid); a plain ViT does not dilate: a dilated "
+                 "level is a pyramid level built at the finer stride")
+    return line

@@ -74,6 +74,8 @@ class Section:
             raise ConfigError(
                 f"Dataset {name!r} serves {'/'.join(spec.tasks)}; the {self.name} section takes "
                 f"{'/'.join(self.tasks)} datasets ({', '.join(usable[:10])}{', ...' if len(usable) > 10 else ''})."
+                + (" A folder: tree serves them when laid out as train/<class>/* and test/<class>/* "
+                   "(or val/<class>/*)." if name.startswith("folder:") else "")
             )
         return spec
 

@@ -16,7 +16,7 @@ from .._registry import Registry
 from ..evaluate.dense import DECODERS, PRESETS, DenseCfg, DenseResult, cfg_dict, preset_cfg, run_dense_task
 from ..exceptions import ConfigError
 from ..metrics.dense import NORMALS_METRICS, SEG_METRICS
-from ..models import create_model, get_model_cfg, require_resnet_stages
+from ..models import create_model, get_model_cfg, require_multiscale
 from ..results import append_rows, params_hash
 from ..study import Study, load_study
 from ._common import RowStamp, section_datasets
@@ -27,8 +27,16 @@ __all__ = ["DenseParams", "DenseRun", "PROTOCOL", "METRICS", "dense_cfg", "dense
            "run_dense_section", "loss_table"]
 
 PROTOCOL = {
-    "encoder": "the evaluated backbone up to layer4, its parameters and buffers checked bit for bit against the model",
-    "decoder": "UPerNet (PPM + FPN + fuse conv) for segmentation, PPM on layer4 for normals (the paper's codes)",
+    "encoder": "the evaluated backbone's four levels (a ResNet's layer1-layer4, a hierarchical timm model's last four "
+               "stages, a plain ViT's last-block token grid), its parameters and buffers checked bit for bit against "
+               "the model",
+    "pyramid": "ResNets and hierarchical models: their levels as they are; a plain ViT: a ViTDet simple feature "
+               "pyramid (deconvolutions, identity, max-pool) to strides 4-32, trained with the decoder",
+    "dilation": "the preset's dilated stages (normals: layer3+layer4 in the paper, layer4 in the mini study): ResNets "
+                "by dilated convolutions; hierarchical timm models by timm's output_stride; a plain ViT cannot "
+                "dilate, so its dilated levels are pyramid levels built at the finer stride (stride 8 for the "
+                "paper's normals)",
+    "decoder": "UPerNet (PPM + FPN + fuse conv) for segmentation, PPM on the last level for normals (the paper's codes)",
     "normals head": "40-way classification over k-means centres of training normals; prediction = "
                     "probability-weighted centre, renormalised (the paper's code); or regression",
     "optimiser": "SGD momentum 0.9, weight decay 1e-4 (weights only), poly schedule (1 - it/max_it)^0.9",
@@ -118,7 +126,7 @@ def run_dense_section(params: DenseParams) -> DenseRun:
     study = load_study(params.study)
     datasets = dense_datasets(study, params.dataset)
     device = params.device or None
-    require_resnet_stages(get_model_cfg(params.model, zoo=study.zoo), "dense")
+    require_multiscale(get_model_cfg(params.model, zoo=study.zoo), "dense")
     model = create_model(params.model, zoo=study.zoo, device=device)
     stamp = RowStamp("dense", model, params.seed, device)
     rows, results = [], {}

@@ -22,7 +22,7 @@ from ..evaluate.detection import (
     run_detection,
 )
 from ..exceptions import ConfigError
-from ..models import create_model, get_model_cfg, require_resnet_stages
+from ..models import create_model, get_model_cfg, require_multiscale
 from ..paths import cache_dir
 from ..results import append_rows, params_hash
 from ..study import Study, load_study
@@ -39,10 +39,14 @@ METRICS = ("AP", "AP50", "AP75")  # row metric names are "<setting>_<metric>", a
 DEFAULT_PRESET = {"mini": "mini"}  # any other zoo: the paper's detectron2 schedule
 
 PROTOCOL = {
-    "model": "torchvision Faster R-CNN, FPN over layer1-layer4 + a max-pooled level, on the model's own backbone",
-    "settings": "frozen = detectron2 FREEZE_AT 4 (stem, layer1-3 frozen; layer4 + FPN + RPN + box head train); "
-                "finetune = FREEZE_AT 0 (all train)",
-    "batch-norm": "every backbone BatchNorm is a FrozenBatchNorm2d with the checkpoint's statistics (detectron2's default)",
+    "model": "torchvision Faster R-CNN, FPN over four levels of the model's own backbone + a max-pooled level: "
+             "a ResNet's layer1-layer4, a hierarchical timm model's last four stages (forward_intermediates), or for "
+             "a plain ViT a ViTDet simple feature pyramid (trained with the FPN) from its last block at strides 4-32",
+    "settings": "frozen = detectron2 FREEZE_AT 4 (stem and the first three of four stages frozen: ResNets layer1-3, "
+                "ConvNeXt stages.0-2, ViTs the first three quarters of the blocks; the last stage + FPN + RPN + box "
+                "head train); finetune = FREEZE_AT 0 (all train)",
+    "batch-norm": "every backbone BatchNorm is a FrozenBatchNorm2d with the checkpoint's statistics (detectron2's "
+                  "default); LayerNorms (ViT, ConvNeXt) train where their stage trains",
     "weights check": "after building, every backbone tensor of the detector is compared with the checkpoint's",
     "optimiser": "SGD, momentum 0.9, weight decay 1e-4, linear warmup then x0.1 steps (detectron2's WarmupMultiStepLR)",
     "metric": "detectron2's PascalVOCDetectionEvaluator: VOC07 11-point AP per class; AP = mean over IoU "
@@ -123,7 +127,7 @@ def run_detection_section(params: DetectionParams) -> DetectionRun:
     settings = detection_settings(params.settings)
     datasets = detection_datasets(study, params.dataset)
     device = params.device or None
-    require_resnet_stages(get_model_cfg(params.model, zoo=study.zoo), "detection")
+    require_multiscale(get_model_cfg(params.model, zoo=study.zoo), "detection")
     model = create_model(params.model, zoo=study.zoo, device=device)
     stamp = RowStamp("detection", model, params.seed, device)
     rows, results = [], {}
@@ -148,7 +152,7 @@ def run_detection_section(params: DetectionParams) -> DetectionRun:
                 "study": study.name, "weights_check": result.weights_check,
                 "iterations": len(result.losses), "final_loss": float(np.mean(tail)) if tail else float("nan"),
                 "resumed": result.resumed, "train_seconds": result.train_seconds,
-                "eval_seconds": result.eval_seconds,
+                "eval_seconds": result.eval_seconds, "pyramid": result.pyramid,
                 "AP50_per_class": dict(zip(spec.classes, result.metrics["AP50_per_class"])),
             }
             outcomes = stamp.save_outcomes(params.results_path, name, setting, params_hash(protocol), "detection",

@@ -1,7 +1,7 @@
 """The retention section: what frozen features keep about the image. Study-level.
 
-Two readouts: feature inversion (reconstruct an image from its last-stage feature map with a
-Deep Image Prior, then measure per-channel colour error and a perceptual distance, as the
+Two readouts: feature inversion (reconstruct an image from its last feature map with a
+Deep Image Prior: a ResNet's layer4, a ConvNeXt's last stage, a ViT's last-block token grid; then measure per-channel colour error and a perceptual distance, as the
 paper's §4.9 and Table 9) and linear probes (cross-validated R² of a ridge regression from
 pooled features to colour and position attributes of source-domain images).
 """
@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..data import get_dataset_spec, open_split, parse_accepted
@@ -25,24 +26,29 @@ from ..evaluate.retention import (
     GENERATORS,
     PERCEPTUAL_NETS,
     attribute_probe,
+    feature_map,
+    feature_map_kind,
     image_attributes,
     perceptual_net,
     retention_table,
 )
 from ..exceptions import ConfigError
 from ..features import get_features
-from ..models import create_model, get_model_cfg, require_resnet_stages
+from ..models import FeatureModel, create_model, get_model_cfg, require_multiscale
 from ..results import append_rows, params_hash
 from ..study import load_study
 from ._common import RowStamp, check_data, section_datasets, split_names, study_images
 from ._record import SECTIONS, Section
 
-__all__ = ["RetentionParams", "RetentionRun", "PROTOCOL", "generator_name", "run_device", "run_retention"]
+__all__ = ["RetentionParams", "RetentionRun", "PROTOCOL", "generator_name", "run_device", "model_images", "run_retention"]
 
 PROTOCOL = {
     "inversion": "Deep Image Prior: a skip generator from fixed seeded noise (the paper study: the paper's six-scale "
                  "net, 16-128 channels, kernels 7-3; the mini study: three scales for 32 px), Adam lr 1e-3, "
-                 "matching the frozen last-stage feature map (MSE), on the run's device",
+                 "matching the frozen last feature map before pooling (MSE: ResNets layer4, hierarchical models their "
+                 "last stage, ViTs the last block's tokens after the final norm as a grid, cls token dropped), on the "
+                 "run's device; a ViT, whose position embedding fixes its grid, inverts the images resized to its "
+                 "input size",
     "colour error": "per-channel MSE between image and reconstruction, 0-255 units (Table 9's)",
     "perceptual": "LPIPS (lpips-alex, lpips-vgg, lpips-squeeze: the optional lpips extra, online on first use) "
                   "in the paper study; offline, an LPIPS-style distance through a fixed random-init network "
@@ -79,6 +85,7 @@ class RetentionRun:
     reconstructions: dict[str, torch.Tensor] = field(default_factory=dict)
     generator: str = ""  # the inversion generator that ran ("mini" | "paper")
     device: str = ""  # where it ran
+    targets: dict[str, dict] = field(default_factory=dict)  # model → what was inverted (layer, kind, shape)
 
 
 def generator_name(params: RetentionParams, zoo: str) -> str:
@@ -106,6 +113,16 @@ def _threads(n: int):
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def model_images(model: FeatureModel, images: torch.Tensor) -> torch.Tensor:
+    """The images at a size ``model`` takes: a ViT's position embedding fixes its grid, so it gets them
+    resized (bilinear, antialiased) to its input size; any other backbone takes them as they are."""
+    embed = getattr(model.backbone, "patch_embed", None)
+    size = tuple(getattr(embed, "img_size", None) or ())
+    if not getattr(embed, "strict_img_size", False) or not size or tuple(images.shape[-2:]) == size:
+        return images
+    return F.interpolate(images, size=size, mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
 
 
 def _inversion_images(params: RetentionParams, study) -> tuple[torch.Tensor, list[str]]:
@@ -136,7 +153,7 @@ def run_retention(params: RetentionParams) -> RetentionRun:
         raise ConfigError(f"device {params.device!r} is not a torch device; use 'cpu', 'cuda' or 'cuda:N'.") from None
     models = list(study.models) if params.model == "all" else split_names(params.model)
     for spec in models:  # before any inversion starts
-        require_resnet_stages(get_model_cfg(spec, zoo=study.zoo), "retention")
+        require_multiscale(get_model_cfg(spec, zoo=study.zoo), "retention")
     checks = check_data(section_datasets(study, "retention", params.dataset), params.accept_split_sizes, splits=("test",))
     checks.update(check_data([params.probe_dataset], params.accept_split_sizes, splits=(params.probe_split,)))
     images, sources = _inversion_images(params, study)
@@ -146,14 +163,20 @@ def run_retention(params: RetentionParams) -> RetentionRun:
     attributes = image_attributes(probe_images)
     protocol = {"steps": params.steps, "generator": generator, "perceptual_net": params.perceptual_net,
                 "images": sources, "probe": f"{params.probe_dataset}/{params.probe_split}", "seed": params.seed}
-    tables, probes, recons, rows = [], [], {}, []
+    tables, probes, recons, rows, targets = [], [], {}, [], {}
     for spec in tqdm(models, desc="retention", file=sys.stderr, mininterval=10):
         model = create_model(spec, zoo=study.zoo, device=device)
         start = time.perf_counter()
+        inputs = model_images(model, images)
+        with torch.no_grad():
+            target = {"layer": model.cfg.feature_layer, "kind": feature_map_kind(model.backbone),
+                      "shape": list(feature_map(model, inputs[:1].to(device)).shape[1:]),
+                      "image_size": list(inputs.shape[-2:])}
         with _threads(1) if device_type == "cpu" and generator == "mini" else nullcontext():
-            result = retention_table(model, images, steps=params.steps, seed=params.seed, net=params.perceptual_net,
+            result = retention_table(model, inputs, steps=params.steps, seed=params.seed, net=params.perceptual_net,
                                      generator=GENERATORS.get(generator))
         name = model.cfg.name
+        targets[name] = target
         tables.append(result.table.assign(model=name, dataset=sources))
         recons[name] = result.reconstructions
         if get_dataset_spec(params.probe_dataset).zoo == "mini":
@@ -187,13 +210,13 @@ def run_retention(params: RetentionParams) -> RetentionRun:
                 feature_cache_key=cache_key if probe else "", wall_seconds=seconds / len(values),
                 data_check=checks[params.probe_dataset] if probe else "; ".join(
                     f"{d}: {checks[d]}" for d in dict.fromkeys(sources) if checks.get(d)),
-                extra=json.dumps({"study": study.name}),
+                extra=json.dumps({"study": study.name, **({} if probe else {"inversion_target": target})}),
                 outcomes=outcomes if metric == "colour_mse_mean" else "",
             ))
     if params.results_path:
         append_rows(params.results_path, rows)
     return RetentionRun(pd.concat(tables, ignore_index=True), pd.concat(probes, ignore_index=True), images, recons,
-                        generator, device)
+                        generator, device, targets)
 
 
 SECTIONS.add("retention", Section(

@@ -1,14 +1,19 @@
-"""Dense prediction: a light decoder over a backbone's layer1..layer4 maps (reference/paper.md §3.5-3.6).
+"""Dense prediction: a light decoder over four levels of a backbone (reference/paper.md §3.5-3.6).
 
 - **Encoder**: a copy of the evaluated :class:`FeatureModel`'s backbone (its own normalisation
-  first), run up to ``layer4``; optionally dilated (stride 2 → 1 with dilated convolutions, the CSAIL
-  ``_nostride_dilate``; the paper's normals encoder dilates layer3 and layer4). Right after it is
+  first) read by the multi-scale adapter (:mod:`ssl_lib.models.multiscale`): a ResNet up to
+  ``layer4``, a hierarchical timm model's last four stages, a plain ViT's last-block token grid;
+  optionally dilated (ResNets: stride 2 → 1 with dilated convolutions, the CSAIL
+  ``_nostride_dilate``; hierarchical timm models: timm's ``output_stride``; the paper's normals
+  encoder dilates layer3 and layer4).
+- **Neck**: a plain ViT's ViTDet simple feature pyramid (strides 4-32; a dilated level is built at
+  the finer stride, as a ViT cannot dilate), trained with the decoder; identity otherwise. Right after it is
   built its parameters and buffers are compared, bit for bit, with the FeatureModel's state dict
   (:func:`check_encoder_weights`): the paper's segmentation code loads weights with
   ``strict=False`` into a differently built ResNet and may have run on random encoders (§3.6).
-- **Decoders** (:data:`DECODERS`): ``upernet`` (PPM on layer4 + FPN laterals and top-down fusion
-  + a fuse conv; the paper's segmentation decoder) and ``ppm`` (PPM on layer4 only; the paper's
-  normals decoder). Channel width is a parameter; the FPN width is half of it (CSAIL: 512 / 256).
+- **Decoders** (:data:`DECODERS`): ``upernet`` (PPM on the last level + FPN laterals and top-down
+  fusion + a fuse conv; the paper's segmentation decoder) and ``ppm`` (PPM on the last level only;
+  the paper's normals decoder). Channel width is a parameter; the FPN width is half of it (CSAIL: 512 / 256).
   Logits are upsampled bilinearly to the input size.
 - **Heads** (:data:`HEADS`): segmentation is per-pixel cross-entropy with an ignore index. Normals
   follow the paper's code by default: 40-way classification over k-means clusters of training

@@ -1,22 +1,20 @@
-"""The dense model: the evaluated backbone as an encoder (weights checked bit for bit) and the
-UPerNet / PPM decoders of the paper's two codebases."""
+"""The dense model: the evaluated backbone as an encoder (weights checked bit for bit), a neck (a
+plain ViT's simple feature pyramid; identity otherwise) and the UPerNet / PPM decoders of the
+paper's two codebases."""
 
 from __future__ import annotations
-
-import copy
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from ..._registry import Registry
-from ...exceptions import ConfigError, SSLLibError
-from ...models import FeatureModel
+from ...exceptions import SSLLibError
+from ...models import FeatureModel, multiscale
+from ...models.multiscale import RESNET_STAGES as STAGES
 
 __all__ = ["STAGES", "EncoderWeightsError", "check_encoder_weights", "DenseEncoder", "DECODERS", "PyramidPooling",
            "PPMDecoder", "UPerNetDecoder", "DenseModel"]
-
-STAGES = ("layer1", "layer2", "layer3", "layer4")
 
 # --------------------------------------------------------------------------------------------
 # Encoder and the weight-loading check
@@ -50,63 +48,40 @@ def check_encoder_weights(encoder: nn.Module, reference: dict[str, torch.Tensor]
     return {"passed": True, "tensors": len(reference), "missing": 0, "differ": 0}
 
 
-def _nostride_dilate(stage: nn.Module, dilation: int) -> None:
-    """The CSAIL toolkit's conversion: stride-2 convs become stride 1, 3x3 convs get ``dilation``
-    (the block's first, formerly strided, conv gets half of it). Weights are untouched."""
-    for module in stage.modules():
-        if not isinstance(module, nn.Conv2d):
-            continue
-        if module.stride == (2, 2):
-            module.stride = (1, 1)
-            if module.kernel_size == (3, 3):
-                module.dilation = module.padding = (dilation // 2, dilation // 2)
-        elif module.kernel_size == (3, 3):
-            module.dilation = module.padding = (dilation, dilation)
-
-
 class DenseEncoder(nn.Module):
-    """A copy of ``model``'s backbone run up to layer4; returns the four stage maps.
+    """A copy of ``model``'s backbone (its own normalisation first) → its multi-scale maps
+    (:func:`ssl_lib.models.multiscale`): a ResNet's layer1..layer4, a hierarchical timm model's last
+    four stages, or a plain ViT's last-block token grid (its :meth:`neck` builds the pyramid).
 
-    The children before ``layer1`` (stem) run in their registration order, which is the forward
-    order of both timm and torchvision ResNets. ``min_stride`` average-pools maps finer than that
-    stride: a ResNet-50's layer1 is at stride 4, the mini ResNet's (3x3/2 stem, no max-pool) at 2,
-    so ``min_stride=4`` gives UPerNet the paper's finest level (and output stride) and a map 4x
-    cheaper to cache and decode.
+    ``dilate`` names stages by their ResNet names (``layer2..layer4`` = levels 2-4 of any family).
+    ``min_stride`` average-pools maps finer than that stride: a ResNet-50's layer1 is at stride 4,
+    the mini ResNet's (3x3/2 stem, no max-pool) at 2, so ``min_stride=4`` gives UPerNet the paper's
+    finest level (and output stride) and a map 4x cheaper to cache and decode.
     """
 
     def __init__(self, model: FeatureModel, dilate: tuple[str, ...] = (), min_stride: int = 1) -> None:
         super().__init__()
-        names = [n for n, _ in model.backbone.named_children()]
-        if not set(STAGES) <= set(names):
-            raise ConfigError(
-                f"Dense prediction needs a ResNet-style backbone with {', '.join(STAGES)}; "
-                f"{model.cfg.name!r} has children {names[:8]}."
-            )
-        self.backbone = copy.deepcopy(model.backbone)
-        self.order = names[: names.index("layer4") + 1]
-        self.min_stride = min_stride
+        self.trunk = multiscale(model, dilate=tuple(STAGES.index(s) for s in dilate), min_stride=min_stride,
+                                section="dense")
         self.register_buffer("mean", model.mean.detach().clone(), persistent=False)
         self.register_buffer("std", model.std.detach().clone(), persistent=False)
-        dilation = 1
-        for stage in STAGES:
-            if stage in dilate:
-                dilation *= 2
-                _nostride_dilate(getattr(self.backbone, stage), dilation)
         self.eval()  # a frozen encoder stays so; DenseModel.train() decides otherwise
         with torch.no_grad():
             probe = self(torch.zeros(2, 3, 64, 64, device=self.mean.device))
         self.channels = [m.shape[1] for m in probe]
 
+    @property
+    def backbone(self) -> nn.Module:
+        """The backbone copy, its state-dict keys the model's (what the weight checks compare)."""
+        return self.trunk.backbone
+
+    def neck(self) -> nn.Module:
+        """A fresh trainable neck: the four levels the decoder reads (``channels``, ``strides``)."""
+        return self.trunk.neck()
+
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
         """``images``: float in [0, 1], (B, 3, H, W)."""
-        x = (images - self.mean) / self.std
-        maps = []
-        for name in self.order:
-            x = getattr(self.backbone, name)(x)
-            if name in STAGES:
-                pool = self.min_stride // max(images.shape[-1] // x.shape[-1], 1)
-                maps.append(F.avg_pool2d(x, pool) if pool > 1 else x)
-        return maps
+        return self.trunk((images - self.mean) / self.std)
 
 
 # --------------------------------------------------------------------------------------------
@@ -138,7 +113,8 @@ DECODERS: Registry[type] = Registry("decoder")
 
 @DECODERS.register("ppm")
 class PPMDecoder(nn.Module):
-    """The CSAIL ``ppm`` decoder: pyramid pooling on layer4, a 3x3 conv, dropout, a 1x1 classifier."""
+    """The CSAIL ``ppm`` decoder: pyramid pooling on the last level (layer4), a 3x3 conv, dropout, a 1x1
+    classifier."""
 
     def __init__(self, in_channels: list[int], num_out: int, width: int, pool_scales=(1, 2, 3, 6)) -> None:
         super().__init__()
@@ -151,9 +127,9 @@ class PPMDecoder(nn.Module):
 
 @DECODERS.register("upernet")
 class UPerNetDecoder(nn.Module):
-    """The CSAIL ``upernet`` decoder: PPM on layer4, FPN laterals with top-down addition and 3x3
-    output convs, all levels upsampled to layer1's size, concatenated, a 3x3 fuse conv, a 1x1
-    classifier."""
+    """The CSAIL ``upernet`` decoder: PPM on the last level (layer4), FPN laterals with top-down
+    addition and 3x3 output convs, all levels upsampled to the first level's size, concatenated, a
+    3x3 fuse conv, a 1x1 classifier."""
 
     def __init__(self, in_channels: list[int], num_out: int, width: int, pool_scales=(1, 2, 3, 6)) -> None:
         super().__init__()
@@ -176,13 +152,19 @@ class UPerNetDecoder(nn.Module):
 
 
 class DenseModel(nn.Module):
-    """Encoder + decoder; logits at the input resolution. A frozen encoder stays in eval mode."""
+    """Encoder + neck + decoder; logits at the input resolution. A frozen encoder stays in eval mode;
+    the neck (a ViT's simple pyramid) always trains with the decoder."""
 
-    def __init__(self, encoder: DenseEncoder, decoder: nn.Module, freeze: bool) -> None:
+    def __init__(self, encoder: DenseEncoder, decoder: nn.Module, freeze: bool, neck: nn.Module | None = None) -> None:
         super().__init__()
         self.encoder, self.decoder, self.freeze = encoder, decoder, freeze
+        self.neck = neck if neck is not None else nn.Identity()
         # both ways explicitly: the encoder copies a FeatureModel, whose parameters do not require grad
         self.encoder.requires_grad_(not freeze)
+
+    def decode(self, maps: list[torch.Tensor]) -> torch.Tensor:
+        """Neck + decoder on the encoder's maps (cached maps train through this)."""
+        return self.decoder(self.neck(maps))
 
     def train(self, mode: bool = True) -> DenseModel:
         super().train(mode)
@@ -191,10 +173,10 @@ class DenseModel(nn.Module):
         return self
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
-        """At the decoder's own resolution (layer1's for UPerNet, layer4's for PPM): training."""
+        """At the decoder's own resolution (the first level's for UPerNet, the last's for PPM): training."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze):
             maps = self.encoder(images)
-        return self.decoder(maps)
+        return self.decode(maps)
 
     def forward(self, images: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
         """Upsampled bilinearly to ``size`` (default: the input's), e.g. a label's native size: evaluation."""

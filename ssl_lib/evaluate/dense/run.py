@@ -74,8 +74,9 @@ def run_dense_task(
         encoder = DenseEncoder(model, cfg.dilate, cfg.min_stride).to(device)
         weights_check = check_encoder_weights(encoder.backbone, reference)
         head = HEADS.get(cfg.head)(task, cfg, lambda: _train_targets(train, num_workers), seed)
-        decoder = DECODERS.get(cfg.decoder)(encoder.channels, head.out_channels, cfg.width, cfg.pool_scales)
-        dense = DenseModel(encoder, decoder, cfg.freeze).to(device).eval()
+        neck = encoder.neck()
+        decoder = DECODERS.get(cfg.decoder)(neck.channels, head.out_channels, cfg.width, cfg.pool_scales)
+        dense = DenseModel(encoder, decoder, cfg.freeze, neck).to(device).eval()
         seconds: dict[str, float] = {}
 
         batches = iter(_Batches(len(train), cfg.batch_size, seed))
@@ -85,7 +86,7 @@ def run_dense_task(
             train_maps, train_targets = _encode(encoder, train, batch_size=64, device=device, num_workers=num_workers)
             seconds["encode_train"] = time.perf_counter() - t0
             step_batches = (([m[idx].to(device) for m in train_maps], train_targets[idx].to(device)) for idx in batches)
-            forward = dense.decoder
+            forward = dense.decode
         else:
             step_batches = ((_as_float(x, device), y.to(device)) for x, y in _loader(train, cfg.batch_size, num_workers, batches))
             forward = dense.logits
@@ -113,7 +114,7 @@ def run_dense_task(
     extra = {
         "weights_check": weights_check, "encoder_unchanged_after_training": unchanged,
         "iterations": cfg.iterations, "final_loss": float(np.mean(losses[-10:])), "decoder": cfg.decoder,
-        "freeze": cfg.freeze, "cached_features": cached, "scored_pixels": scorer.pixels, **head.info,
+        "freeze": cfg.freeze, "cached_features": cached, "pyramid": encoder.trunk.info(neck), "scored_pixels": scorer.pixels, **head.info,
         "trivial_baseline": {"rule": "majority training class" if task.kind == "segmentation" else "mean training normal",
                              **{k: round(float(v), 4) for k, v in baseline.items()}},
     }

@@ -95,13 +95,14 @@ def _param_groups(module: nn.Module, weight_decay: float) -> list[dict]:
         for name, p in sub.named_parameters(recurse=False):
             if not p.requires_grad:
                 continue
-            (decay if name == "weight" and isinstance(sub, (nn.Conv2d, nn.Linear)) else no_decay).append(p)
+            conv = isinstance(sub, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear))
+            (decay if name == "weight" and conv else no_decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
 def _train(model: DenseModel, head, cfg: DenseCfg, *, step_batches: Iterator, forward: Callable,
            desc: str, progress: bool) -> list[float]:
-    params = _param_groups(model.decoder if cfg.freeze else model, cfg.weight_decay)
+    params = _param_groups(nn.ModuleList([model.neck, model.decoder]) if cfg.freeze else model, cfg.weight_decay)
     optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
     losses = []
     model.train()

@@ -4,9 +4,12 @@ The paper trains detectron2's ``Base-RCNN-FPN`` on VOC07+12 and tests on VOC07 w
 settings: ``frozen`` (``FREEZE_AT: 4``: stem and res2-res4 frozen, res5 trains with the FPN, RPN
 and box head) and ``finetune`` (``FREEZE_AT: 0``). Both keep detectron2's default FrozenBN: every
 backbone batch-norm is a fixed affine map carrying the checkpoint's statistics. Here the same model
-is torchvision's :class:`~torchvision.models.detection.FasterRCNN` over a
-:class:`~torchvision.models.detection.backbone_utils.BackboneWithFPN` (layer1-layer4 plus the
-``LastLevelMaxPool`` level) built on the evaluated model's own backbone; after building, the
+is torchvision's :class:`~torchvision.models.detection.FasterRCNN` over an FPN (plus the
+``LastLevelMaxPool`` level) on four levels of the evaluated model's own backbone, read by the
+multi-scale adapter (:mod:`ssl_lib.models.multiscale`): a ResNet's layer1-layer4, a hierarchical
+timm model's last four stages (ConvNeXt: ``stages.0-3``), or for a plain ViT a ViTDet simple
+feature pyramid (trained with the FPN) from its last block at strides 4-32. ``FREEZE_AT`` counts
+the adapter's stem and four stages (a ViT's blocks in four quarters). After building, the
 backbone body is compared tensor by tensor with the checkpoint (:func:`check_backbone_weights`).
 
 Scoring follows detectron2's ``PascalVOCDetectionEvaluator`` (its ``voc_eval``): per class,
@@ -30,13 +33,13 @@ from __future__ import annotations
 from ...metrics.detection import (IOU_THRESHOLDS, MatchTable, bootstrap_detection_ci, detection_metrics,
                                   match_detections, pairwise_iou, score_table, voc_ap)
 from .config import DETECTION_PRESETS, SETTINGS, DetectionCfg
-from .model import build_detector, check_backbone_weights, freeze_at, frozen_batchnorm
+from .model import PyramidBackbone, build_detector, check_backbone_weights, freeze_at, frozen_batchnorm
 from .run import CACHE_VERSION, DetectionResult, run_detection
 from .train import lr_schedule, predict_detections, train_detector
 
 __all__ = [
     "DetectionCfg", "DETECTION_PRESETS", "SETTINGS", "IOU_THRESHOLDS", "DetectionResult", "MatchTable",
-    "build_detector", "frozen_batchnorm", "freeze_at", "check_backbone_weights", "lr_schedule", "train_detector",
+    "build_detector", "PyramidBackbone", "frozen_batchnorm", "freeze_at", "check_backbone_weights", "lr_schedule", "train_detector",
     "predict_detections", "pairwise_iou", "match_detections", "voc_ap", "score_table", "detection_metrics",
     "bootstrap_detection_ci", "run_detection", "CACHE_VERSION",
 ]

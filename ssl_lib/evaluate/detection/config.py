@@ -6,15 +6,14 @@ from dataclasses import dataclass, replace
 
 from ..._registry import Registry
 from ...exceptions import ConfigError
+from ...models.multiscale import RESNET_STAGES as STAGES  # detectron2's res2..res5; other families: 4 levels too
+from ...models.multiscale import RESNET_STEM as STEM
 
 __all__ = ["STAGES", "STEM", "SETTINGS", "DetectionCfg", "DETECTION_PRESETS"]
 
-STAGES = ("layer1", "layer2", "layer3", "layer4")  # detectron2's res2..res5
-STEM = ("conv1", "bn1")
-
 # Setting name → detectron2 MODEL.BACKBONE.FREEZE_AT (the paper's detectron2-configs/{frozen,finetune}).
 SETTINGS: Registry[int] = Registry("detection setting")
-SETTINGS.add("frozen", 4)  # stem + res2..res4 frozen; res5, FPN, RPN, ROI heads train
+SETTINGS.add("frozen", 4)  # stem + res2..res4 (the first 3 of 4 stages) frozen; res5, FPN, RPN, ROI heads train
 SETTINGS.add("finetune", 0)  # everything trains
 
 

@@ -1,57 +1,54 @@
-"""The detector: torchvision Faster R-CNN + FPN built on the evaluated backbone, FrozenBN,
-detectron2's FREEZE_AT, and the check that the backbone holds the evaluated weights."""
+"""The detector: torchvision Faster R-CNN + FPN on the evaluated backbone's four levels (the
+multi-scale adapter of :mod:`ssl_lib.models.multiscale`), FrozenBN, detectron2's FREEZE_AT, and the
+check that the backbone holds the evaluated weights."""
 
 from __future__ import annotations
 
-import copy
+from collections import OrderedDict
 
 import torch
 import torch.nn as nn
-from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
-from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
-from torchvision.ops import MultiScaleRoIAlign
+from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
-from torchvision.ops.misc import FrozenBatchNorm2d
 
 from ...exceptions import ConfigError
-from ...models import FeatureModel
-from .config import SETTINGS, STAGES, STEM, DetectionCfg
+from ...models import FeatureModel, MultiScale, multiscale
+from ...models.multiscale import frozen_batchnorm
+from .config import SETTINGS, DetectionCfg
 
-__all__ = ["frozen_batchnorm", "freeze_at", "build_detector", "check_backbone_weights"]
+__all__ = ["frozen_batchnorm", "freeze_at", "PyramidBackbone", "build_detector", "check_backbone_weights"]
 
 # ------------------------------------------------------------------------------------------------
 # The detector
 
 
-def frozen_batchnorm(module: nn.Module) -> nn.Module:
-    """Replace every ``BatchNorm2d`` by torchvision's ``FrozenBatchNorm2d`` with the same statistics
-    and affine values (detectron2's FrozenBN); returns ``module`` (changed in place)."""
-    for name, child in module.named_children():
-        if isinstance(child, nn.BatchNorm2d):
-            frozen = FrozenBatchNorm2d(child.num_features, eps=child.eps)
-            frozen.load_state_dict(child.state_dict())  # drops num_batches_tracked
-            setattr(module, name, frozen.to(child.running_mean.device))
-        else:
-            frozen_batchnorm(child)
-    return module
+def freeze_at(body: MultiScale, at: int) -> None:
+    """detectron2's ``FREEZE_AT``: 0 trains all; k >= 1 freezes the stem and the first k - 1 stages
+    (ResNets: conv1/bn1 and layer1..; ConvNeXt: stem and stages.0..; a ViT: patch and position
+    embeddings and the first quarters of its blocks)."""
+    body.freeze_at(at)
 
 
-def freeze_at(body: nn.Module, at: int) -> None:
-    """detectron2's ``FREEZE_AT``: 0 trains all; k >= 1 freezes the stem and the first k - 1 stages."""
-    frozen = (STEM + STAGES[: at - 1]) if at >= 1 else ()
-    for name, child in body.named_children():
-        child.requires_grad_(name not in frozen)
+class PyramidBackbone(nn.Module):
+    """``body`` (the adapter: images → maps) → ``neck`` (a ViT's simple pyramid; else identity) →
+    FPN with a max-pooled fifth level: torchvision's ``BackboneWithFPN`` for any family."""
 
+    def __init__(self, body: MultiScale, neck: nn.Module, out_channels: int) -> None:
+        super().__init__()
+        self.body, self.neck = body, neck
+        self.fpn = FeaturePyramidNetwork(neck.channels, out_channels, extra_blocks=LastLevelMaxPool())
+        self.out_channels = out_channels
 
-def _stage_channels(body: nn.Module) -> list[int]:
-    """Output channels of layer1..layer4, read from a tiny forward pass (any ResNet-like body)."""
-    with torch.no_grad():
-        param = next(body.parameters())
-        out = body(torch.zeros(1, 3, 64, 64, device=param.device, dtype=param.dtype))
-    return [out[str(i)].shape[1] for i in range(len(STAGES))]
+    def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
+        maps = self.neck(self.body(x))
+        return self.fpn(OrderedDict((str(i), m) for i, m in enumerate(maps)))
+
+    def info(self) -> dict:
+        """The levels the FPN reads, for the rows."""
+        return self.body.info(self.neck)
 
 
 def _detectron2_box_init(head: TwoMLPHead, predictor: FastRCNNPredictor) -> None:
@@ -73,24 +70,17 @@ def build_detector(model: FeatureModel, num_classes: int, cfg: DetectionCfg, set
     from ``model``'s state dict, so a checkpoint whose keys do not fit raises here.
     """
     at = SETTINGS.get(setting)
-    source = model.backbone
-    children = [name for name, _ in source.named_children()]
-    missing = [n for n in STEM + STAGES if n not in children]
-    if missing:
-        raise ConfigError(f"Detection needs a ResNet-like backbone with {STEM + STAGES}; "
-                          f"{model.cfg.name!r} lacks {missing}.")
-    return_layers = {s: str(i) for i, s in enumerate(STAGES)}
-    trunk = frozen_batchnorm(copy.deepcopy(source))
-    channels = _stage_channels(IntermediateLayerGetter(trunk, return_layers))
-    backbone = BackboneWithFPN(trunk, return_layers, channels, cfg.fpn_channels, extra_blocks=LastLevelMaxPool())
+    body = multiscale(model, section="detection")
+    body.freeze_batchnorm()
+    backbone = PyramidBackbone(body, body.neck(), cfg.fpn_channels)
     try:
-        backbone.body.load_state_dict(source.state_dict(), strict=True)
+        body.backbone.load_state_dict(model.backbone.state_dict(), strict=True)
     except RuntimeError as err:
         lines = [line.strip() for line in str(err).splitlines() if line.strip()]
         raise ConfigError(f"Checkpoint of {model.cfg.name!r} does not load strictly into the detector's backbone: "
                           f"{lines[1] if len(lines) > 1 else lines[0]}") from None
-    freeze_at(backbone.body, at)
-    names = [str(i) for i in range(len(STAGES))]
+    freeze_at(body, at)
+    names = [str(i) for i in range(len(backbone.neck.channels))]
     roi_pool = MultiScaleRoIAlign(names, cfg.roi_output_size, cfg.roi_sampling_ratio,
                                   canonical_scale=cfg.roi_canonical_scale, canonical_level=cfg.roi_canonical_level)
     head = TwoMLPHead(cfg.fpn_channels * cfg.roi_output_size**2, cfg.representation)
@@ -120,7 +110,7 @@ def check_backbone_weights(detector: FasterRCNN, model: FeatureModel) -> dict:
     paper's own dense-prediction code is suspected of). Raises :class:`ConfigError` otherwise;
     returns what was compared, for the result row.
     """
-    body = detector.backbone.body.state_dict()
+    body = detector.backbone.body.backbone.state_dict()
     source = {k: v for k, v in model.backbone.state_dict().items() if not k.endswith("num_batches_tracked")}
     missing = [k for k in source if k not in body]
     different = [k for k in source if k in body and (body[k].shape != source[k].shape

@@ -41,6 +41,7 @@ class DetectionResult:
     predictions: list[dict] = field(default_factory=list, repr=False)
     table: MatchTable | None = field(default=None, repr=False)  # per-image matches: paired comparisons
     use_07_metric: bool = True
+    pyramid: dict = field(default_factory=dict)  # the levels the FPN read (family, modules, strides, channels)
 
     def outcome_arrays(self) -> dict[str, np.ndarray]:
         """The match table as plain arrays (``ssl_lib.outcomes`` kind ``detection``)."""
@@ -93,4 +94,5 @@ def run_detection(
     metrics = score_table(table, use_07_metric=use_07_metric)
     ci = bootstrap_detection_ci(table, n_boot=n_boot, seed=seed, use_07_metric=use_07_metric)
     return DetectionResult(setting, metrics, ci, losses, check, len(train), len(test), train_seconds,
-                           time.perf_counter() - start, resumed, predictions, table, use_07_metric)
+                           time.perf_counter() - start, resumed, predictions, table, use_07_metric,
+                           pyramid=detector.backbone.info())
