@@ -318,6 +318,24 @@ def test_the_sensitivity_notebook_runs_for_a_model_list(tiny_study, tmp_path):
     assert any("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
 
 
+def test_the_score_key_does_not_depend_on_where_the_study_file_lies(random_mini_model):
+    from ssl_lib.sections.sensitivity import SensitivityParams
+    from ssl_lib.sensitivity import ModelContext
+    from ssl_lib.sensitivity.compute import score_key
+    from ssl_lib.study import load_study
+
+    import os
+
+    absolute = load_study("mini").path.resolve()
+    by_name, by_path = load_study(str(absolute)), load_study(os.path.relpath(absolute))
+    assert str(by_name.path) != str(by_path.path)
+    keys = {score_key(ModelContext(st, SensitivityParams(), random_mini_model), VARIANTS.get(v), d, "s", 1)
+            for st in (by_name, by_path) for v, d in [("linear-standardised", "mini-colour")]}
+    assert len(keys) == 1
+    ctx = ModelContext(by_name, SensitivityParams(), random_mini_model)
+    assert score_key(ctx, VARIANTS.get("linear-standardised"), "mini-colour", "s", 2) not in keys
+
+
 def test_a_variant_must_name_a_results_table(tmp_path):
     from ssl_lib.exceptions import ConfigError
     from ssl_lib.sections.sensitivity import SensitivityParams, run_sensitivity
