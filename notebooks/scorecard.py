@@ -24,6 +24,7 @@ params = setup(globals(), "scorecard")  # one-line errors for unknown parameters
 from myst_nb import glue
 
 from ssl_lib.sections.scorecard import study_scorecard
+from ssl_lib.sections.sensitivity import robustness
 
 # %% [markdown]
 # # Reproduction scorecard
@@ -47,11 +48,19 @@ from ssl_lib.sections.scorecard import study_scorecard
 # A finding whose section has not run in this study says so. In the mini study the models are
 # small and the tasks generated, so agreement is evidence that the suite asks the paper's
 # questions, not a replication of its numbers.
+#
+# The *under protocol variants* column comes from the [sensitivity section](../sensitivity/summary.ipynb):
+# whether the verdict holds when one protocol choice the paper leaves open is changed (a solver, a
+# resize, a validation carve, a training seed). A verdict that flips with a seed is not a verdict.
 
 # %% tags=["remove-input"]
 card = study_scorecard(params)
-table = card[["claim", "paper", "status", "evidence", "rule"]]
-glue("scorecard_table", table[["claim", "paper", "status", "evidence"]].style.hide(axis="index"), display=False)
+stable = robustness(params.results_path)
+card["under protocol variants"] = card.finding.map(stable).fillna("(sensitivity not run)") if stable else \
+    "(sensitivity not run)"
+table = card[["claim", "paper", "status", "evidence", "under protocol variants", "rule"]]
+glue("scorecard_table", table[["claim", "paper", "status", "under protocol variants", "evidence"]].style.hide(axis="index"),
+     display=False)
 table.style.hide(axis="index").set_properties(**{"text-align": "left", "vertical-align": "top"})
 
 # %% tags=["remove-cell"]
@@ -59,4 +68,6 @@ counts = card.status.value_counts()
 tested = int(sum(counts.get(s, 0) for s in ("agrees", "disagrees", "inconclusive")))
 glue("scorecard_headline", f"{int(counts.get('agrees', 0))} of the {tested} findings tested so far agree with "
      f"the paper, {int(counts.get('disagrees', 0))} disagree and {int(counts.get('inconclusive', 0))} are "
-     f"inconclusive ({int(counts.get('not run', 0))} not run)", display=False)
+     f"inconclusive ({int(counts.get('not run', 0))} not run)"
+     + (f"; {sum(v.startswith('flips with a seed') for v in stable.values())} verdicts flip with a seed "
+        "(see the sensitivity section)" if stable else ""), display=False)

@@ -28,7 +28,7 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "seed": (0, None), "n_boot": (0, None), "batch_size": (1, None), "num_workers": (0, None),
     "n_episodes": (1, None), "n_way": (2, None), "n_query": (1, None), "steps": (1, None), "iterations": (1, None),
     "n_images": (1, None), "n_reference": (2, None), "k": (1, None), "mask": (1, None), "stride": (1, None),
-    "images_per_dataset": (1, None), "n_probe": (2, None),
+    "images_per_dataset": (1, None), "n_probe": (2, None), "blas_threads": (0, None),
 }
 
 
@@ -108,7 +108,7 @@ def resolve_params(notebook: str, values: dict, *, study=None):
         study = study or load_study(merged.get("study", fields["study"].default))
         settings = study.sections[notebook].params if notebook in study.sections else {}
         for name, value in settings.items():
-            if name in fields and merged.get(name, fields[name].default) in (None, ""):
+            if name in fields and merged.get(name) in (None, ""):  # absent, None or ""
                 merged[name] = value
     for name, value in merged.items():
         _check_value(name, str(fields[name].type), value)

@@ -15,6 +15,8 @@ Each file holds a ``kind`` (how the metric is recomputed on a resample) and its 
   for errors (pixel-weighted dense metrics)
 - ``segmentation``: ``intersection``, ``union`` (N, K), ``correct``, ``labelled`` (N,)
 - ``detection``: a :class:`~ssl_lib.evaluate.detection.MatchTable`'s arrays
+- ``ece``: ``logits`` (N, K), ``labels`` (N,), ``temperature`` (a scalar; NaN: the paper's 5-fold
+  cross-validated scaling on the test logits, folds seeded by ``cv_seed``): the ECE (%) after scaling
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from .exceptions import ConfigError
 from .paths import atomic_path
 
 __all__ = ["OUTCOME_KINDS", "OUTCOMES_DIR", "save_outcomes", "load_outcomes", "metric_on", "PairedDifference",
-           "paired_difference", "outcome_name"]
+           "paired_difference", "outcome_name", "n_examples", "resampled", "BATCHED"]
 
 OUTCOMES_DIR = "outcomes"
 
@@ -84,9 +86,56 @@ def _detection(arrays: dict, metric: str, idx: np.ndarray) -> float:
     return float(summaries(weighted_class_ap(table, weights, bool(arrays["use_07_metric"])), table.thresholds)[metric][0])
 
 
-def _n_examples(kind: str, arrays: dict) -> int:
+Batched = Callable[[dict[str, np.ndarray], str, np.ndarray], np.ndarray]  # (arrays, metric, (B, n) idx) -> (B,)
+#: Kinds whose statistic also has a form over a batch of resamples at once (the same values as one
+#: resample at a time, computed as array operations): what makes 1000 paired resamples of AP cheap.
+BATCHED: dict[str, Batched] = {}
+
+
+def _labels_batch(arrays: dict, metric: str, idx: np.ndarray) -> np.ndarray:
+    y, p = arrays["y_true"][idx], arrays["y_pred"][idx]
+    if metric != "mean_per_class":
+        return 100.0 * np.mean(p == y, axis=1)
+    classes = np.unique(arrays["y_true"])
+    present = np.stack([(y == c).sum(1) for c in classes], 1)  # (B, C) examples of each class
+    right = np.stack([((y == c) & (p == c)).sum(1) for c in classes], 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return 100.0 * np.nanmean(np.where(present > 0, right / present, np.nan), axis=1)
+
+
+def _detection_batch(arrays: dict, metric: str, idx: np.ndarray) -> np.ndarray:
+    from .metrics.detection import MatchTable, summaries, weighted_class_ap
+
+    thresholds = tuple(arrays["thresholds"].tolist())
+    rows = slice(None)
+    if metric in ("AP50", "AP75"):  # one threshold's AP: the others are not computed
+        t = thresholds.index(0.5 if metric == "AP50" else 0.75)
+        rows, thresholds = slice(t, t + 1), (thresholds[t],)
+    table = MatchTable(thresholds=thresholds, num_classes=int(arrays["num_classes"]), label=arrays["label"],
+                       score=arrays["score"], image=arrays["image"], tp=arrays["tp"][rows],
+                       ignored=arrays["ignored"][rows], npos=arrays["npos"])
+    n = table.npos.shape[0]
+    weights = np.stack([np.bincount(row, minlength=n) for row in idx]).astype(np.float64)
+    return summaries(weighted_class_ap(table, weights, bool(arrays["use_07_metric"])), thresholds)[metric]
+
+
+BATCHED.update(labels=_labels_batch, detection=_detection_batch)
+
+
+@OUTCOME_KINDS.register("ece")
+def _ece(arrays: dict, metric: str, idx: np.ndarray) -> float:
+    from .evaluate.calibration import cv_scaled_ece, ece, scaled_probs
+
+    logits, labels, t = arrays["logits"][idx], arrays["labels"][idx], float(arrays["temperature"])
+    if np.isnan(t):
+        return cv_scaled_ece(logits, labels, seed=int(arrays.get("cv_seed", 0)))[0]
+    return ece(scaled_probs(logits, t), labels)
+
+
+def n_examples(kind: str, arrays: dict) -> int:
+    """How many test examples (images, episodes) an outcomes file holds."""
     key = {"labels": "y_true", "scores": "y_true", "values": "values", "segmentation": "correct",
-           "detection": "npos"}.get(kind)
+           "detection": "npos", "ece": "labels"}.get(kind)
     if key is None:  # ratio: any numerator
         key = next(k for k in arrays if k.endswith(":num"))
     return len(arrays[key])
@@ -128,7 +177,7 @@ def load_outcomes(results_path: str | Path, relative: str) -> tuple[str, dict[st
 
 def metric_on(kind: str, arrays: dict[str, np.ndarray], metric: str, idx: np.ndarray | None = None) -> float:
     """The metric recomputed from the outcomes on examples ``idx`` (all when None)."""
-    n = _n_examples(kind, arrays)
+    n = n_examples(kind, arrays)
     return OUTCOME_KINDS.get(kind)(arrays, metric, np.arange(n) if idx is None else np.asarray(idx))
 
 
@@ -153,9 +202,10 @@ class PairedDifference:
 
 def _same_examples(kind: str, a: dict, b: dict) -> bool:
     """Pairing needs the same examples in the same order: equal counts and equal ground truth."""
-    if _n_examples(kind, a) != _n_examples(kind, b):
+    if n_examples(kind, a) != n_examples(kind, b):
         return False
-    truth = {"labels": ("y_true",), "scores": ("y_true",), "segmentation": ("labelled",), "detection": ("npos",)}
+    truth = {"labels": ("y_true",), "scores": ("y_true",), "segmentation": ("labelled",), "detection": ("npos",),
+             "ece": ("labels",)}
     return all(np.array_equal(a[k], b[k]) for k in truth.get(kind, ()))
 
 
@@ -176,17 +226,22 @@ def paired_difference(
     if kind_a != kind_b or not _same_examples(kind_a, a, b):
         raise ConfigError(f"Outcomes {outcomes_a} and {outcomes_b} are not on the same test examples; "
                           "a paired comparison needs both models scored on the same split.")
-    n = _n_examples(kind_a, a)
-    statistic = OUTCOME_KINDS.get(kind_a)
-    rng = np.random.default_rng(seed)
-    diffs = np.empty(n_boot)
-    for i in range(n_boot):
-        idx = rng.integers(0, n, size=n)
-        diffs[i] = statistic(a, metric, idx) - statistic(b, metric, idx)
+    n = n_examples(kind_a, a)
+    idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))  # the resamples, one per row
+    diffs = resampled(kind_a, a, metric, idx) - resampled(kind_a, b, metric, idx)
     alpha = (1.0 - level) / 2.0
     low, high = np.quantile(diffs, [alpha, 1.0 - alpha])
     point = metric_on(kind_a, a, metric) - metric_on(kind_b, b, metric)
     return PairedDifference(float(point), float(low), float(high), n, n_boot)
+
+
+def resampled(kind: str, arrays: dict[str, np.ndarray], metric: str, idx: np.ndarray, chunk: int = 100) -> np.ndarray:
+    """The metric on each resample (row) of ``idx``: batched where the kind allows, else one by one."""
+    batch = BATCHED.get(kind)
+    if batch is None:
+        statistic = OUTCOME_KINDS.get(kind)
+        return np.array([statistic(arrays, metric, row) for row in idx], dtype=np.float64)
+    return np.concatenate([batch(arrays, metric, idx[i:i + chunk]) for i in range(0, len(idx), chunk)])
 
 
 def outcome_name(**fields) -> str:

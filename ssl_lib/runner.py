@@ -249,8 +249,8 @@ def run_study(
     book_dir = Path(book_dir) if book_dir else repo_root() / "book"
     out_dir = Path(out_dir) if out_dir else book_dir / "results"
     results_path = out_dir / "results.csv"
-    runs = [r for r in plan_runs(study, out_dir, results_path)
-            if (not sections or r.section in sections) and (not models or r.model in (*models, None))]
+    planned = plan_runs(study, out_dir, results_path)
+    runs = [r for r in planned if (not sections or r.section in sections) and (not models or r.model in (*models, None))]
     if not runs:
         raise ConfigError(f"--section {list(sections)} and --model {list(models)} select no run of {study.path}.")
     if dry_run:
@@ -282,7 +282,7 @@ def run_study(
         if kernels is not None:
             kernels.close()
     if out_dir.resolve().is_relative_to(book_dir.resolve()):
-        write_toc(study, runs, book_dir)
+        write_toc(study, planned, book_dir)  # every page already written, not only this call's
     else:
         log(f"Outputs in {out_dir} are outside the book ({book_dir}): its table of contents was left alone.")
     skipped = sorted({r.model for r in runs if outcomes[r.label].status == "skipped"})

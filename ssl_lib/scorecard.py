@@ -25,7 +25,7 @@ from .task_groups import TASK_GROUPS
 from .verdicts import (AGREES, COMPATIBLE_RULE, DISAGREES, INCONCLUSIVE, MAJORITY_RULE, NOT_RUN, Comparer, Tally,
                        Verdict, compatible, majority)
 
-__all__ = ["Finding", "Verdict", "Context", "FINDINGS", "TASK_GROUPS", "NOT_SSL", "scorecard"]
+__all__ = ["Finding", "Verdict", "Context", "FINDINGS", "TASK_GROUPS", "NOT_SSL", "scorecard", "study_verdicts"]
 
 NOT_SSL = {"supervised", "random"}
 
@@ -394,23 +394,29 @@ FINDINGS.add("attention", Finding(
                     "no attention results for supervised and SSL models")))
 
 
+def study_verdicts(rows: pd.DataFrame, zoo: str, compare: Comparer, findings=None) -> dict[str, Verdict]:
+    """Each finding's (or each of ``findings``') verdict on ``rows``, its paired comparisons made by
+    ``compare`` (whose ``results_path`` holds the outcomes the rows name)."""
+    rows = rows.copy()
+    if "outcomes" not in rows:
+        rows["outcomes"] = ""
+    ctx = Context(rows, TASK_GROUPS.get(zoo, TASK_GROUPS["mini"]), compare)
+    out = {}
+    for key in findings or list(FINDINGS):
+        try:
+            out[key] = FINDINGS.get(key).check(ctx)
+        except ConfigError as err:  # e.g. too few models, a constant source accuracy, unpaired outcomes
+            out[key] = Verdict(NOT_RUN, str(err))
+    return out
+
+
 def scorecard(rows: pd.DataFrame, zoo: str, results_path=None, *, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
     """One row per finding: the claim, the paper's evidence, this study's verdict, evidence and rule.
 
     ``results_path`` is the results table the rows came from; the per-example outcomes that the
     paired rules read lie beside it.
     """
-    rows = rows.copy()
-    if "outcomes" not in rows:
-        rows["outcomes"] = ""
-    ctx = Context(rows, TASK_GROUPS.get(zoo, TASK_GROUPS["mini"]), Comparer(results_path, n_boot=n_boot, seed=seed))
-    out = []
-    for key, finding in FINDINGS.items():
-        try:
-            verdict = finding.check(ctx)
-        except ConfigError as err:  # e.g. too few models, a constant source accuracy, unpaired outcomes
-            verdict = Verdict(NOT_RUN, str(err))
-        out.append({"finding": key, "claim": finding.claim, "paper": finding.paper(), "status": verdict.status,
-                    "evidence": verdict.evidence, "rule": verdict.rule})
-    return pd.DataFrame(out)
-
+    verdicts = study_verdicts(rows, zoo, Comparer(results_path, n_boot=n_boot, seed=seed))
+    return pd.DataFrame([{"finding": key, "claim": finding.claim, "paper": finding.paper(),
+                          "status": verdicts[key].status, "evidence": verdicts[key].evidence,
+                          "rule": verdicts[key].rule} for key, finding in FINDINGS.items()])

@@ -59,6 +59,28 @@ def test_detection_outcomes_reproduce_ap():
     doubled = match_detections(predictions + predictions[:1], targets + targets[:1], 2)
     idx = np.r_[np.arange(30), 0]
     assert metric_on("detection", arrays, "AP50", idx) == pytest.approx(score_table(doubled)["AP50"])
+    # a batch of resamples at once gives the values of one resample at a time (AP50/AP75 from their
+    # one threshold, AP from all)
+    from ssl_lib.outcomes import OUTCOME_KINDS, resampled
+
+    resamples = rng.integers(0, 30, size=(12, 30))
+    for metric in ("AP", "AP50", "AP75"):
+        one_by_one = [OUTCOME_KINDS.get("detection")(arrays, metric, row) for row in resamples]
+        np.testing.assert_allclose(resampled("detection", arrays, metric, resamples, chunk=5), one_by_one, rtol=1e-12)
+
+
+def test_ece_outcomes_recompute_the_scaled_ece():
+    from ssl_lib.evaluate.calibration import cv_scaled_ece, ece, scaled_probs
+
+    rng = np.random.default_rng(4)
+    labels = rng.integers(0, 4, 300)
+    logits = 3.0 * np.eye(4)[labels] + rng.normal(0, 2, (300, 4))
+    cv = {"logits": logits, "labels": labels, "temperature": np.asarray(np.nan), "cv_seed": np.asarray(0)}
+    assert metric_on("ece", cv, "ece_linear_scaled") == pytest.approx(cv_scaled_ece(logits, labels, seed=0)[0])
+    val = {**cv, "temperature": np.asarray(1.7)}
+    assert metric_on("ece", val, "ece_linear_scaled") == pytest.approx(ece(scaled_probs(logits, 1.7), labels))
+    idx = rng.integers(0, 300, 300)
+    assert metric_on("ece", val, "x", idx) == pytest.approx(ece(scaled_probs(logits[idx], 1.7), labels[idx]))
 
 
 def test_ratio_and_segmentation_kinds_are_pixel_weighted():

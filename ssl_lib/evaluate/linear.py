@@ -107,12 +107,15 @@ def evaluate_linear(
     )
 
 
-def load_linear_splits(model, dataset: str, *, carve_seed: int = 0, **feature_kwargs) -> LinearSplits:
-    """Features for train/val/test, carving validation from train when there is no official one."""
+def load_linear_splits(model, dataset: str, *, carve_seed: int = 0, carve: bool = False,
+                       **feature_kwargs) -> LinearSplits:
+    """Features for train/val/test, carving validation from train when there is no official one
+    (``carve=True``: carve even where there is; the official validation images are then unused)."""
     spec = get_dataset_spec(dataset)
-    parts: dict[str, Features] = {s: get_features(model, dataset, s, **feature_kwargs) for s in spec.splits}
+    splits = [s for s in spec.splits if s != "val"] if carve else spec.splits
+    parts: dict[str, Features] = {s: get_features(model, dataset, s, **feature_kwargs) for s in splits}
     train, test = parts["train"], parts["test"]
-    if spec.has_official_val:
+    if spec.has_official_val and not carve:
         val = parts["val"]
         X_tr, y_tr, X_val, y_val = train.features, train.labels, val.features, val.labels
         source = "official"

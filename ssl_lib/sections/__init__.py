@@ -2,7 +2,7 @@
 :data:`SECTIONS` (``ssl_lib.sections._record``). The import order below is the report's order."""
 
 from . import linear, finetune, fewshot, detection, dense  # noqa: F401  (per-model sections)
-from . import calibration, invariances, retention, attention, correlation, scorecard  # noqa: F401  (study-level)
+from . import calibration, invariances, retention, attention, correlation, sensitivity, scorecard  # noqa: F401  (study-level)
 from ._common import adapter_markdown, data_table, pyramid_markdown
 from ._record import SECTIONS, Section, in_report_order
 from .attention import AttentionParams
@@ -16,13 +16,15 @@ from .invariances import InvariancesParams
 from .linear import LinearParams
 from .retention import RetentionParams
 from .scorecard import ScorecardParams
+from .sensitivity import SensitivityParams
 from .summary import SummaryParams
 
 __all__ = [
     "SECTIONS", "Section", "in_report_order", "notebook_schema", "notebook_schemas", "adapter_markdown", "data_table",
     "pyramid_markdown",
     "AttentionParams", "CalibrationParams", "DenseParams", "DetectionParams", "CorrelationParams", "FewShotParams",
-    "FinetuneParams", "InvariancesParams", "LinearParams", "RetentionParams", "ScorecardParams", "SummaryParams",
+    "FinetuneParams", "InvariancesParams", "LinearParams", "RetentionParams", "ScorecardParams", "SensitivityParams",
+    "SummaryParams",
 ]
 
 
