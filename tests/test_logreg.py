@@ -78,19 +78,19 @@ def _cnnlike(n, d, k, sep, seed) -> tuple[np.ndarray, np.ndarray]:
     return X.astype(np.float32), y
 
 
+# name -> (features and labels, n_train, n_val, n_classes)
+_PLAIN = {
+    "cnnlike": (lambda: _cnnlike(1000, 96, 10, 0.6, seed=0), 500, 200, 10),
+    "blobs": (lambda: _blobs(900, 8, 4, 0.6, seed=0, offset=1.0), 500, 200, 4),
+    "overlap": (lambda: _blobs(900, 12, 3, 0.25, seed=1), 500, 200, 3),
+    "highdim": (lambda: _blobs(1000, 64, 10, 0.45, seed=2, offset=0.5), 400, 300, 10),
+}
+
+
 def _make(name: str) -> Split:
-    if name == "cnnlike":
-        X, y = _cnnlike(1000, 96, 10, 0.6, seed=0)
-        return Split(X, y, 500, 200, 10)
-    if name == "blobs":
-        X, y = _blobs(900, 8, 4, 0.6, seed=0, offset=1.0)
-        return Split(X, y, 500, 200, 4)
-    if name == "overlap":
-        X, y = _blobs(900, 12, 3, 0.25, seed=1)
-        return Split(X, y, 500, 200, 3)
-    if name == "highdim":
-        X, y = _blobs(1000, 64, 10, 0.45, seed=2, offset=0.5)
-        return Split(X, y, 400, 300, 10)
+    if name in _PLAIN:
+        data, n_train, n_val, k = _PLAIN[name]
+        return Split(*data(), n_train, n_val, k)
     if name == "missing":  # class 5 never in train; class 0 dominant
         X, y = _blobs(800, 12, 6, 0.5, seed=3, priors=[0.5, 0.15, 0.15, 0.1, 0.05, 0.05])
         keep = np.ones(len(y), bool)

@@ -85,6 +85,16 @@ def _html_and_pngs(out):
     return html, [o for o in outputs if "image/png" in o.get("data", {})]
 
 
+def _run_page(tmp_path, notebook, *args):
+    """Run ``notebook`` with ``args`` into a fresh results file: its HTML, its figures and its rows."""
+    import pandas as pd
+
+    results = tmp_path / "results.csv"
+    proc, out = _papermill([*args, "-p", "results_path", str(results)], tmp_path, notebook)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return (*_html_and_pngs(out), pd.read_csv(results))
+
+
 @pytest.mark.slow
 def test_fewshot_notebook_runs_and_states_skipped_settings(checkpoint, tmp_path):
     import pandas as pd
@@ -144,31 +154,19 @@ def test_bad_parameters_fail_with_one_line(args, message, tmp_path):
 
 @pytest.mark.slow
 def test_invariances_notebook_runs_and_records_rows(checkpoint, tmp_path):
-    import pandas as pd
-
-    results = tmp_path / "results.csv"
-    proc, out = _papermill(["-p", "model", checkpoint, "-p", "n_images", "16", "-p", "n_reference", "300",
-                            "-p", "k", "2", "-p", "transforms", "hue,rotation", "-p", "results_path", str(results)],
-                           tmp_path, "invariances")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    html, pngs = _html_and_pngs(out)
+    html, pngs, rows = _run_page(tmp_path, "invariances", "-p", "model", checkpoint, "-p", "n_images", "16",
+                                 "-p", "n_reference", "300", "-p", "k", "2", "-p", "transforms", "hue,rotation")
     assert "16 images" in html and pngs
-    rows = pd.read_csv(results)
     assert sorted(rows.metric) == ["cosine:hue", "cosine:rotation", "mahalanobis:hue", "mahalanobis:rotation"]
     assert rows[rows.metric.str.startswith("cosine")].value.between(-1, 1).all()
 
 
 @pytest.mark.slow
 def test_retention_notebook_runs_and_records_rows(checkpoint, tmp_path):
-    import pandas as pd
-
-    results = tmp_path / "results.csv"
-    proc, out = _papermill(["-p", "model", checkpoint, "-p", "dataset", "mini-colour", "-p", "steps", "5",
-                            "-p", "results_path", str(results)], tmp_path, "retention")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    html, pngs = _html_and_pngs(out)
+    html, pngs, rows = _run_page(tmp_path, "retention", "-p", "model", checkpoint, "-p", "dataset", "mini-colour",
+                                 "-p", "steps", "5")
     assert "5 inversion steps" in html and len(pngs) == 2  # reconstructions and probes
-    rows = pd.read_csv(results).set_index("metric")
+    rows = rows.set_index("metric")
     assert {"colour_mse_mean", "perceptual_random-vgg", "probe_r2:mean_red", "probe_r2:centroid_x"} <= set(rows.index)
     assert 0 < rows.loc["colour_mse_mean", "value"] < 255**2
 
@@ -189,29 +187,17 @@ def test_calibration_page_reads_the_rows_of_the_linear_run(checkpoint, tmp_path)
 
 @pytest.mark.slow
 def test_attention_notebook_runs_and_records_rows(checkpoint, tmp_path):
-    import pandas as pd
-
-    results = tmp_path / "results.csv"
-    proc, out = _papermill(["-p", "model", checkpoint, "-p", "n_images", "2", "-p", "stride", "4",
-                            "-p", "results_path", str(results)], tmp_path, "attention")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    html, pngs = _html_and_pngs(out)
+    html, pngs, rows = _run_page(tmp_path, "attention", "-p", "model", checkpoint, "-p", "n_images", "2",
+                                 "-p", "stride", "4")
     assert "2 images" in html and len(pngs) == 2  # the maps and the diffusion plot
-    rows = pd.read_csv(results)
     assert list(rows.metric) == ["attentive_diffusion"] and 0 < rows.value.iloc[0] < 100
 
 
 @pytest.mark.slow
 def test_detection_notebook_runs_for_byol_and_draws_predictions(tmp_path):
-    import pandas as pd
-
-    results = tmp_path / "results.csv"
-    proc, out = _papermill(["-p", "model", "byol", "-p", "iterations", "4", "-p", "n_boot", "0",
-                            "-p", "results_path", str(results)], tmp_path, "detection")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    html, pngs = _html_and_pngs(out)
+    html, pngs, rows = _run_page(tmp_path, "detection", "-p", "model", "byol", "-p", "iterations", "4",
+                                 "-p", "n_boot", "0")
     assert "frozen" in html and "finetune" in html and len(pngs) >= 2  # predictions drawn, loss curves
-    rows = pd.read_csv(results)
     assert set(rows.metric) == {f"{s}_{m}" for s in ("frozen", "finetune") for m in ("AP", "AP50", "AP75")}
 
 

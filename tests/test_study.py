@@ -136,3 +136,41 @@ def test_a_few_shot_only_dataset_in_the_linear_section_is_one_line(tmp_path):
     with pytest.raises(ConfigError, match="'eurosat' serves few-shot-only; the linear section takes") as err:
         run_linear_section(LinearParams(study=str(study), model="byol"))  # caught when the study loads
     assert "\n" not in str(err.value)
+
+
+def test_a_new_section_is_one_registration_plus_its_notebook(tmp_path, monkeypatch):
+    """What adding a section takes: one ``Section`` record and its notebook; the study file, the
+    runner's plan, the parameters check and the table of contents follow from the record."""
+    from dataclasses import dataclass
+
+    from ssl_lib.sections import SECTIONS, Section
+
+    @dataclass
+    class ToyParams:
+        study: str = "mini"
+        greeting: str = "hello"
+        n_boot: int = 10
+        results_path: str = "book/results/results.csv"
+
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell('study = "mini"\ngreeting = "hello"\nn_boot = 10\nresults_path = ""',
+                                          metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell("print(f'toy page: {greeting} x{n_boot}')")]
+    nbformat.write(nb, notebooks / "toy.ipynb")
+    monkeypatch.setitem(SECTIONS._entries, "toy", Section("toy", "Toy", 95, ToyParams, run=lambda p: None,
+                                                           per_model=False, compute=False, notebooks_dir=notebooks))
+    study = tmp_path / "toy.yaml"
+    study.write_text(yaml.safe_dump({"name": "toy", "zoo": "mini", "models": ["byol"],
+                                     "sections": {"toy": {"params": {"greeting": "hi", "n_boot": 3}}}}))
+    (run,) = plan_runs(load_study(study), tmp_path / "out", tmp_path / "out" / "results.csv")
+    assert run.section == "toy" and run.model is None and run.parameters["greeting"] == "hi"
+    assert run_study(study, out_dir=tmp_path / "out", book_dir=tmp_path / "book", fresh_kernels=True, log=lambda *a: None) == 0
+    executed = nbformat.read(tmp_path / "out" / "toy" / "summary.ipynb", as_version=4)
+    assert "toy page: hi x3" in "".join(o.get("text", "") for c in executed.cells for o in c.get("outputs", []))
+    assert "toy/summary" in (tmp_path / "book" / "_toc.yml").read_text()
+    study.write_text(yaml.safe_dump({"name": "toy", "zoo": "mini", "models": ["byol"],
+                                     "sections": {"toy": {"params": {"n_boot": -1}}}}))
+    with pytest.raises(ConfigError, match="n_boot"):  # the record's parameters are checked when the study loads
+        load_study(study)

@@ -522,6 +522,14 @@ def _digit_split_sizes() -> dict:
     return {"train": train, "val": val, "test": sum(_DIGIT_COUNTS) - train - val}
 
 
+def _transfer_task(name: str, classes, metric: str, description: str, mirrors: str,
+                   render: Callable[[np.random.Generator, np.ndarray], np.ndarray]):
+    """A downstream classification task of the suite: 100 / 25 / 50 images per class."""
+    task = MiniTask(name, "classification", len(classes), metric, classes, description, mirrors, IMAGE_SIZE,
+                    _per_class(len(classes), 100, 25, 50))
+    return task, _classification(render)
+
+
 _TASKS_AND_GENERATORS: list[tuple[MiniTask, Callable[[_Request], dict]]] = [
     (
         MiniTask("mini-source", "classification", len(SOURCE_CLASSES), "top1", SOURCE_CLASSES,
@@ -530,54 +538,35 @@ _TASKS_AND_GENERATORS: list[tuple[MiniTask, Callable[[_Request], dict]]] = [
                  "ImageNet", IMAGE_SIZE, _per_class(len(SOURCE_CLASSES), 400, 50, 100)),
         _classification(_object_renderer(_SOURCE_FNS)),
     ),
-    (
-        MiniTask("mini-objects", "classification", len(OBJECT_CLASSES), "top1", OBJECT_CLASSES,
-                 "10 new object classes composed of parts (snowman, key, tree, ...) drawn in the source style; "
-                 "the composite shape decides the label.",
-                 "Caltech101 / CIFAR10", IMAGE_SIZE, _per_class(len(OBJECT_CLASSES), 100, 25, 50)),
-        _classification(_object_renderer(list(OBJECT_SHAPES.values()))),
-    ),
-    (
-        MiniTask("mini-finegrained", "classification", len(AIRCRAFT_CLASSES), "mean_per_class", AIRCRAFT_CLASSES,
-                 "10 aircraft built from the same fuselage, wings and tailplane; only wing span, sweep, wing "
-                 "position and tail span differ between classes.",
-                 "FGVC Aircraft / Stanford Cars", IMAGE_SIZE, _per_class(len(AIRCRAFT_CLASSES), 100, 25, 50)),
-        _classification(_aircraft_images),
-    ),
-    (
-        MiniTask("mini-textures", "classification", len(TEXTURE_CLASSES), "top1", TEXTURE_CLASSES,
-                 "10 full-frame texture classes; colours, phase, period, edge softness and a small rotation "
-                 "are random, the pattern type decides the label.",
-                 "DTD", IMAGE_SIZE, _per_class(len(TEXTURE_CLASSES), 100, 25, 50)),
-        _classification(_texture_images),
-    ),
-    (
-        MiniTask("mini-colour", "classification", len(COLOUR_CLASSES), "mean_per_class", COLOUR_CLASSES,
-                 "One object on a grey background; its hue bin (8 bins of 45 degrees) decides the label, "
-                 "shape, shading, size, rotation and position are uninformative.",
-                 "ISIC", IMAGE_SIZE, _per_class(len(COLOUR_CLASSES), 100, 25, 50)),
-        _classification(_colour_images),
-    ),
-    (
-        MiniTask("mini-spatial", "classification", len(COUNT_CLASSES), "top1", COUNT_CLASSES,
-                 "1-6 non-overlapping objects of random shape and colour on a jittered 3x3 layout; the number "
-                 "of objects decides the label.",
-                 "CLEVR-count (spatial reasoning)", IMAGE_SIZE, _per_class(len(COUNT_CLASSES), 100, 25, 50)),
-        _classification(_count_images),
-    ),
-    (
-        MiniTask("mini-crossdomain", "classification", len(CROSSDOMAIN_CLASSES), "top1", CROSSDOMAIN_CLASSES,
-                 "10 source shape classes redrawn as wobbly ink outlines (sometimes hatched) on paper; the "
-                 "shape decides the label, the rendering domain is new.",
-                 "CD-FSL (ChestX / ISIC / EuroSAT / CropDisease)", IMAGE_SIZE,
-                 _per_class(len(CROSSDOMAIN_CLASSES), 100, 25, 50)),
-        _classification(_sketch_images),
-    ),
+    _transfer_task("mini-objects", OBJECT_CLASSES, "top1",
+                   "10 new object classes composed of parts (snowman, key, tree, ...) drawn in the source style; "
+                   "the composite shape decides the label.",
+                   "Caltech101 / CIFAR10", _object_renderer(list(OBJECT_SHAPES.values()))),
+    _transfer_task("mini-finegrained", AIRCRAFT_CLASSES, "mean_per_class",
+                   "10 aircraft built from the same fuselage, wings and tailplane; only wing span, sweep, wing "
+                   "position and tail span differ between classes.",
+                   "FGVC Aircraft / Stanford Cars", _aircraft_images),
+    _transfer_task("mini-textures", TEXTURE_CLASSES, "top1",
+                   "10 full-frame texture classes; colours, phase, period, edge softness and a small rotation "
+                   "are random, the pattern type decides the label.",
+                   "DTD", _texture_images),
+    _transfer_task("mini-colour", COLOUR_CLASSES, "mean_per_class",
+                   "One object on a grey background; its hue bin (8 bins of 45 degrees) decides the label, "
+                   "shape, shading, size, rotation and position are uninformative.",
+                   "ISIC", _colour_images),
+    _transfer_task("mini-spatial", COUNT_CLASSES, "top1",
+                   "1-6 non-overlapping objects of random shape and colour on a jittered 3x3 layout; the number "
+                   "of objects decides the label.",
+                   "CLEVR-count (spatial reasoning)", _count_images),
+    _transfer_task("mini-crossdomain", CROSSDOMAIN_CLASSES, "top1",
+                   "10 source shape classes redrawn as wobbly ink outlines (sometimes hatched) on paper; the "
+                   "shape decides the label, the rendering domain is new.",
+                   "CD-FSL (ChestX / ISIC / EuroSAT / CropDisease)", _sketch_images),
     (
         MiniTask("mini-digits", "classification", 10, "top1", DIGIT_CLASSES,
-                 "Real 8x8 handwritten digits from scikit-learn, upsampled to 32x32 grey; the digit decides "
-                 "the label.",
-                 "SVHN / MNIST", IMAGE_SIZE, _digit_split_sizes()),
+                   "Real 8x8 handwritten digits from scikit-learn, upsampled to 32x32 grey; the digit decides "
+                   "the label.",
+                   "SVHN / MNIST", IMAGE_SIZE, _digit_split_sizes()),
         _digits,
     ),
     (
