@@ -245,7 +245,8 @@ def test_normals_beat_the_mean_training_normal(supervised, colour_normals):
     train = mini.load("mini-normals", "train")["normals"][:160].reshape(-1, 3).mean(0)
     test = mini.load("mini-normals", "test")["normals"][:160]
     baseline = normals_metrics(angular_error(np.broadcast_to(train, test.shape), test))["sn_mean_err"]
-    assert result.metrics["sn_mean_err"] < baseline - 5
+    # the whole interval clearly below predicting the mean training normal everywhere
+    assert result.ci["sn_mean_err"][1] < baseline - 2 and result.metrics["sn_mean_err"] < baseline - 3
     assert result.extra["trivial_baseline"]["sn_mean_err"] == pytest.approx(baseline, abs=0.05)
     assert result.extra["head"] == "classification" and result.extra["prediction"] == "expected"
     assert result.examples["errors"].shape == (4, 64, 64)
