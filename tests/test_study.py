@@ -41,7 +41,7 @@ def test_plan_has_one_run_per_section_and_model_and_a_summary(tmp_path):
     for section in ("linear", "finetune", "fewshot"):
         assert [r.model for r in runs if r.section == section] == [*study.models, None]
     assert [r.model for r in runs if r.section == "correlation"] == [None]
-    assert [r.section for r in runs[-2:]] == ["correlation", "scorecard"]  # they read every other section's rows
+    assert [r.section for r in runs[-3:]] == ["correlation", "sensitivity", "scorecard"]  # they read the other sections' rows
     assert runs[0].parameters["model"] == "supervised" and runs[0].parameters["solver"] == "torch"
     fewshot = next(r for r in runs if r.section == "fewshot")
     assert fewshot.notebook.name == "fewshot.ipynb" and fewshot.title == "Few-shot: supervised"
@@ -89,7 +89,7 @@ def test_cli_lists_and_fails_with_one_line():
     assert bad.stderr.strip().count("\n") == 0 and "Unknown study" in bad.stderr
     dry = run("run", str(ROOT / "params" / "paper.yaml"), "--dry-run")
     # 14 models x (linear, finetune, fewshot, detection, dense) + 5 summaries + 6 study-level pages
-    assert dry.returncode == 0 and "81 runs" in dry.stdout and "fewshot/swav" in dry.stdout
+    assert dry.returncode == 0 and "82 runs" in dry.stdout and "fewshot/swav" in dry.stdout
     lines = {line.split()[0]: line for line in dry.stdout.splitlines()[1:-1]}
     assert "datasets=voc07+12" in lines["detection/byol"] and '"preset": "paper"' in lines["detection/byol"]
     assert "chestx" in lines["fewshot/byol"] and '"steps": 5000' in lines["finetune/byol"]
@@ -158,16 +158,17 @@ def test_a_new_section_is_one_registration_plus_its_notebook(tmp_path, monkeypat
     nb.cells = [nbformat.v4.new_code_cell('study = "mini"\ngreeting = "hello"\nn_boot = 10\nresults_path = ""',
                                           metadata={"tags": ["parameters"]}),
                 nbformat.v4.new_code_cell("print(f'toy page: {greeting} x{n_boot}')")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, notebooks / "toy.ipynb")
     monkeypatch.setitem(SECTIONS._entries, "toy", Section("toy", "Toy", 95, ToyParams, run=lambda p: None,
                                                            per_model=False, compute=False, notebooks_dir=notebooks))
     study = tmp_path / "toy.yaml"
     study.write_text(yaml.safe_dump({"name": "toy", "zoo": "mini", "models": ["byol"],
                                      "sections": {"toy": {"params": {"greeting": "hi", "n_boot": 3}}}}))
-    (run,) = plan_runs(load_study(study), tmp_path / "out", tmp_path / "out" / "results.csv")
+    (run,) = plan_runs(load_study(study), tmp_path / "book" / "results", tmp_path / "book" / "results" / "results.csv")
     assert run.section == "toy" and run.model is None and run.parameters["greeting"] == "hi"
-    assert run_study(study, out_dir=tmp_path / "out", book_dir=tmp_path / "book", fresh_kernels=True, log=lambda *a: None) == 0
-    executed = nbformat.read(tmp_path / "out" / "toy" / "summary.ipynb", as_version=4)
+    assert run_study(study, out_dir=tmp_path / "book" / "results", book_dir=tmp_path / "book", fresh_kernels=True) == 0
+    executed = nbformat.read(tmp_path / "book" / "results" / "toy" / "summary.ipynb", as_version=4)
     assert "toy page: hi x3" in "".join(o.get("text", "") for c in executed.cells for o in c.get("outputs", []))
     assert "toy/summary" in (tmp_path / "book" / "_toc.yml").read_text()
     study.write_text(yaml.safe_dump({"name": "toy", "zoo": "mini", "models": ["byol"],
