@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -92,6 +93,11 @@ Batched = Callable[[dict[str, np.ndarray], str, np.ndarray], np.ndarray]  # (arr
 BATCHED: dict[str, Batched] = {}
 
 
+def _counts(idx: np.ndarray, n: int) -> np.ndarray:
+    """(B, n) how often each example is drawn in each resample (a resample's sums are ``counts @ x``)."""
+    return np.stack([np.bincount(row, minlength=n) for row in idx]).astype(np.float64)
+
+
 def _labels_batch(arrays: dict, metric: str, idx: np.ndarray) -> np.ndarray:
     y, p = arrays["y_true"][idx], arrays["y_pred"][idx]
     if metric != "mean_per_class":
@@ -115,11 +121,38 @@ def _detection_batch(arrays: dict, metric: str, idx: np.ndarray) -> np.ndarray:
                        score=arrays["score"], image=arrays["image"], tp=arrays["tp"][rows],
                        ignored=arrays["ignored"][rows], npos=arrays["npos"])
     n = table.npos.shape[0]
-    weights = np.stack([np.bincount(row, minlength=n) for row in idx]).astype(np.float64)
+    weights = _counts(idx, n)
     return summaries(weighted_class_ap(table, weights, bool(arrays["use_07_metric"])), thresholds)[metric]
 
 
-BATCHED.update(labels=_labels_batch, detection=_detection_batch)
+def _values_batch(arrays: dict, metric: str, idx: np.ndarray) -> np.ndarray:
+    return np.mean(arrays["values"][idx], axis=1)
+
+
+def _ratio_batch(arrays: dict, metric: str, idx: np.ndarray) -> np.ndarray:
+    num, den = arrays[f"{metric}:num"][idx].sum(1), arrays[f"{metric}:den"][idx].sum(1)
+    return num / den * (1.0 if metric.endswith("_err") else 100.0)
+
+
+def _segmentation_batch(arrays: dict, metric: str, idx: np.ndarray) -> np.ndarray:
+    """The counts are integers, so ``counts @ x`` sums them exactly as one resample at a time."""
+    weights = _counts(idx, len(arrays["correct"]))
+    if metric == "seg_pixel_acc":
+        labelled = weights @ arrays["labelled"]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(labelled > 0, 100.0 * (weights @ arrays["correct"]) / labelled, np.nan)
+    if metric != "seg_mean_iou":
+        raise ConfigError(f"Segmentation outcomes give seg_mean_iou or seg_pixel_acc, not {metric!r}.")
+    inter, union = weights @ arrays["intersection"], weights @ arrays["union"]
+    present = union > 0
+    iou = np.where(present, inter / np.maximum(union, 1), np.nan)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a resample with no class present is NaN, as one at a time
+        return np.nanmean(iou, axis=1)
+
+
+BATCHED.update(labels=_labels_batch, detection=_detection_batch, values=_values_batch, ratio=_ratio_batch,
+               segmentation=_segmentation_batch)
 
 
 @OUTCOME_KINDS.register("ece")

@@ -201,3 +201,27 @@ def test_fine_tune_has_no_calibration_for_a_multilabel_task(random_mini_model):
     cfg = FT.FinetuneCfg(steps=1, batch_size=8, lrs=(0.1,), wds=(0.0,))
     result = FT.run_finetune(random_mini_model, "mini-multilabel", cfg, n_boot=0)
     assert result.calibration is None and result.grid[0]["val_temperature"] is None
+
+
+def test_reliability_bins_are_scipys_binned_statistic_bins_including_confidences_on_the_edges():
+    from scipy import stats
+
+    rng = np.random.default_rng(3)
+    top = np.r_[np.arange(1, 16) / 15, rng.uniform(1 / 3, 1, 200), np.ones(3)]  # every edge, and the closed last one
+    probs, labels = _probs(top), rng.integers(0, 3, len(top))
+    bins = C.reliability(probs, labels)
+    confidence, correct = probs.max(1), (probs.argmax(1) == labels).astype(float)
+    for got, statistic, values in ((bins.count, "count", correct), (bins.confidence, "mean", confidence),
+                                   (bins.accuracy, "mean", correct)):
+        np.testing.assert_array_equal(got, stats.binned_statistic(confidence, values, statistic, bins=bins.edges)[0])
+
+
+def test_temperature_fit_is_the_search_on_scipys_log_softmax_to_the_last_bit():
+    from scipy import optimize, special
+
+    logits, labels = _overconfident(n=500, k=7, factor=2.5, seed=5)
+    z, rows = C._log_probs(logits), np.arange(len(labels))
+    reference = optimize.minimize_scalar(
+        lambda log_t: float(-special.log_softmax(z * np.exp(-log_t), axis=1)[rows, labels].mean()),
+        bounds=C._LOG_T_BOUNDS, method="bounded", options={"xatol": 1e-5})
+    assert C.fit_temperature(logits, labels) == float(np.exp(reference.x))

@@ -69,6 +69,42 @@ def test_detection_outcomes_reproduce_ap():
         np.testing.assert_allclose(resampled("detection", arrays, metric, resamples, chunk=5), one_by_one, rtol=1e-12)
 
 
+def _segmentation_counts(n=40, k=6, seed=7):
+    from ssl_lib.metrics.dense import segmentation_counts
+
+    rng = np.random.default_rng(seed)
+    target = rng.integers(-1, k - 1, (n, 8, 8))  # -1: ignored pixels; class k - 1 never in the truth
+    pred = np.where(rng.random(target.shape) < 0.6, target, rng.integers(0, k, target.shape))
+    return segmentation_counts(pred, target, k)
+
+
+@pytest.mark.parametrize("kind, metric", [("values", "fewshot_acc"), ("ratio", "sn_mean_err"),
+                                          ("ratio", "sn_within_11.25"), ("segmentation", "seg_mean_iou"),
+                                          ("segmentation", "seg_pixel_acc")])
+def test_a_batch_of_resamples_gives_the_values_of_one_resample_at_a_time(kind, metric):
+    from ssl_lib.outcomes import BATCHED, OUTCOME_KINDS, resampled
+
+    rng = np.random.default_rng(8)
+    arrays = {"values": {"values": rng.uniform(20, 90, 60)},
+              "ratio": {f"{metric}:num": rng.uniform(0, 500, 60), f"{metric}:den": rng.integers(1, 64, 60).astype(float)},
+              "segmentation": _segmentation_counts(n=60)}[kind]
+    resamples = rng.integers(0, 60, size=(25, 60))
+    one_by_one = [OUTCOME_KINDS.get(kind)(arrays, metric, row) for row in resamples]
+    assert kind in BATCHED
+    np.testing.assert_allclose(resampled(kind, arrays, metric, resamples, chunk=7), one_by_one, rtol=1e-12)
+
+
+def test_a_segmentation_resample_without_any_class_is_nan_in_a_batch_as_alone():
+    from ssl_lib.outcomes import OUTCOME_KINDS, resampled
+
+    counts = _segmentation_counts(n=3)
+    counts = {k: np.concatenate([v, np.zeros_like(v[:1])]) for k, v in counts.items()}  # image 3: no labelled pixel
+    idx = np.array([[3, 3, 3, 3], [0, 1, 2, 3]])
+    batch = resampled("segmentation", counts, "seg_mean_iou", idx)
+    assert np.isnan(batch[0]) and np.isnan(OUTCOME_KINDS.get("segmentation")(counts, "seg_mean_iou", idx[0]))
+    assert batch[1] == pytest.approx(OUTCOME_KINDS.get("segmentation")(counts, "seg_mean_iou", idx[1]), rel=1e-12)
+
+
 def test_ece_outcomes_recompute_the_scaled_ece():
     from ssl_lib.evaluate.calibration import cv_scaled_ece, ece, scaled_probs
 

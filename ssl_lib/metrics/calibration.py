@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 from ..exceptions import SSLLibError
 
@@ -74,9 +73,12 @@ def reliability(probs: np.ndarray, labels: np.ndarray, n_bins: int = N_BINS) -> 
     confidence = probs.max(axis=1)
     correct = (probs.argmax(axis=1) == labels).astype(np.float64)
     edges = np.linspace(0.0, 1.0, n_bins + 1)
-    conf_mean, _, _ = stats.binned_statistic(confidence, confidence, "mean", bins=edges)
-    acc_mean, _, _ = stats.binned_statistic(confidence, correct, "mean", bins=edges)
-    count, _, _ = stats.binned_statistic(confidence, correct, "count", bins=edges)
+    # scipy's binned_statistic bins: [e_i, e_i+1), the last one closed; confidences lie in (0, 1]
+    which = np.clip(np.searchsorted(edges, confidence, side="right") - 1, 0, n_bins - 1)
+    count = np.bincount(which, minlength=n_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        conf_mean = np.bincount(which, confidence, n_bins) / count
+        acc_mean = np.bincount(which, correct, n_bins) / count
     return Reliability(edges, conf_mean, acc_mean, count.astype(np.int64))
 
 

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from ..outcomes import OUTCOME_KINDS, PairedDifference, n_examples, load_outcomes, metric_on, paired_difference
+from ..outcomes import PairedDifference, load_outcomes, metric_on, n_examples, paired_difference, resampled
 from ..verdicts import Comparer
 from .compute import ALTERNATIVE, BASELINE
 from .variants import VARIANTS
@@ -62,11 +62,11 @@ def independent_difference(results_path, outcomes_a: str, outcomes_b: str, metri
     examples (for scores on different examples, e.g. episodes drawn with different seeds)."""
     kind_a, a = load_outcomes(results_path, outcomes_a)
     kind_b, b = load_outcomes(results_path, outcomes_b)
-    stat_a, stat_b = OUTCOME_KINDS.get(kind_a), OUTCOME_KINDS.get(kind_b)
     n_a, n_b = n_examples(kind_a, a), n_examples(kind_b, b)
     rng = np.random.default_rng(seed)
-    diffs = np.array([stat_a(a, metric, rng.integers(0, n_a, n_a)) - stat_b(b, metric, rng.integers(0, n_b, n_b))
-                      for _ in range(n_boot)])
+    draws = [(rng.integers(0, n_a, n_a), rng.integers(0, n_b, n_b)) for _ in range(n_boot)]  # a, b, a, b, ...
+    diffs = (resampled(kind_a, a, metric, np.stack([d[0] for d in draws]))
+             - resampled(kind_b, b, metric, np.stack([d[1] for d in draws])))
     low, high = np.quantile(diffs, [(1 - level) / 2, 1 - (1 - level) / 2])
     point = metric_on(kind_a, a, metric) - metric_on(kind_b, b, metric)
     return PairedDifference(float(point), float(low), float(high), min(n_a, n_b), n_boot)
