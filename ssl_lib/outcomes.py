@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import warnings
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -136,6 +135,8 @@ def _ratio_batch(arrays: dict, metric: str, idx: np.ndarray) -> np.ndarray:
 
 def _segmentation_batch(arrays: dict, metric: str, idx: np.ndarray) -> np.ndarray:
     """The counts are integers, so ``counts @ x`` sums them exactly as one resample at a time."""
+    from .metrics.dense import iou_per_class, mean_iou
+
     weights = _counts(idx, len(arrays["correct"]))
     if metric == "seg_pixel_acc":
         labelled = weights @ arrays["labelled"]
@@ -143,12 +144,7 @@ def _segmentation_batch(arrays: dict, metric: str, idx: np.ndarray) -> np.ndarra
             return np.where(labelled > 0, 100.0 * (weights @ arrays["correct"]) / labelled, np.nan)
     if metric != "seg_mean_iou":
         raise ConfigError(f"Segmentation outcomes give seg_mean_iou or seg_pixel_acc, not {metric!r}.")
-    inter, union = weights @ arrays["intersection"], weights @ arrays["union"]
-    present = union > 0
-    iou = np.where(present, inter / np.maximum(union, 1), np.nan)
-    with np.errstate(invalid="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # a resample with no class present is NaN, as one at a time
-        return np.nanmean(iou, axis=1)
+    return mean_iou(iou_per_class(weights @ arrays["intersection"], weights @ arrays["union"]))
 
 
 BATCHED.update(labels=_labels_batch, detection=_detection_batch, values=_values_batch, ratio=_ratio_batch,

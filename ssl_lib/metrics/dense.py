@@ -3,10 +3,12 @@ surface-normal angular errors (the paper's Table 5 columns)."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 __all__ = ["SEG_METRICS", "NORMALS_METRICS", "THRESHOLDS", "segmentation_counts", "segmentation_metrics",
-           "angular_error", "normals_metrics"]
+           "iou_per_class", "mean_iou", "angular_error", "normals_metrics"]
 
 THRESHOLDS = (11.25, 22.5, 30.0)
 SEG_METRICS = ("seg_mean_iou", "seg_pixel_acc")  # the paper's Table 5 columns
@@ -35,6 +37,19 @@ def segmentation_counts(pred: np.ndarray, target: np.ndarray, num_classes: int, 
     return {"intersection": inter, "union": area_pred + area_true - inter, "correct": hit.sum(1), "labelled": valid.sum(1)}
 
 
+def iou_per_class(intersection: np.ndarray, union: np.ndarray) -> np.ndarray:
+    """IoU per class (the last axis) from counts summed over images; NaN for a class with no union
+    (absent from both the truth and the prediction)."""
+    return np.where(union > 0, intersection / np.maximum(union, 1), np.nan)
+
+
+def mean_iou(iou: np.ndarray) -> np.ndarray:
+    """The mean over the last axis of the classes present; NaN where none is."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # "mean of empty slice": no class present
+        return np.nanmean(iou, axis=-1)
+
+
 def segmentation_metrics(counts: dict) -> dict:
     """mIoU and pixel accuracy from counts accumulated over the whole test set.
 
@@ -43,12 +58,10 @@ def segmentation_metrics(counts: dict) -> dict:
     same whenever every class appears, as on ADE20K's validation set). Pixel accuracy = % of labelled
     pixels predicted correctly. mIoU is a fraction, like the paper's Table 5.
     """
-    inter, union = counts["intersection"].sum(0), counts["union"].sum(0)
-    present = union > 0
-    iou = np.where(present, inter / np.maximum(union, 1), np.nan)
+    iou = iou_per_class(counts["intersection"].sum(0), counts["union"].sum(0))
     labelled = counts["labelled"].sum()
     return {
-        "seg_mean_iou": float(np.nanmean(iou)) if present.any() else float("nan"),
+        "seg_mean_iou": float(mean_iou(iou)),
         "seg_pixel_acc": 100.0 * float(counts["correct"].sum()) / labelled if labelled else float("nan"),
         "iou_per_class": iou,
     }
